@@ -1,0 +1,41 @@
+// Ops that draw random numbers. Draws are a pure function of (seed, step, phase, node,
+// element), so a run resumed from a checkpoint draws what it would have drawn anyway.
+#include "ops/common.h"
+#include "runtime/rng.h"
+
+namespace weft::ops {
+
+// dropout: y = x * mask, mask = [u >= p] / (1 - p) while training, 1 otherwise.
+WEFT_OP(dropout)
+    .doc("zero each element with probability p while training and scale the rest by 1/(1-p)")
+    .input("x").output("y").output("mask")
+    .attr("p", AttrType::Float, 0.5, "drop probability in [0, 1)")
+    .shape([](const ShapeContext& c) {
+      double p = c.attrs.at("p");
+      if (!(p >= 0 && p < 1)) throw AttrError("p", "expected p in [0, 1)");
+      return std::vector<Shape>{c.in[0], c.in[0]};
+    })
+    .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
+      using T = decltype(t);
+      const double p = info.attrs.at("p");
+      const T* x = in_ptr<T>(a, 0);
+      T *y = out_ptr<T>(a, 0), *m = out_ptr<T>(a, 1);
+      const int64_t n = a.out[0]->numel();
+      if (!a.ctx->training || p == 0) {
+        for (int64_t i = 0; i < n; ++i) m[i] = T(1), y[i] = x[i];
+        return;
+      }
+      const uint64_t key = stream_key(a.ctx->seed, a.ctx->step, a.ctx->phase, a.node_key);
+      const T keep = T(1 / (1 - p));
+      for (int64_t i = 0; i < n; ++i) {
+        m[i] = uniform01(key, uint64_t(i)) >= p ? keep : T(0);
+        y[i] = x[i] * m[i];
+      }
+    }))
+    .grad([](GradContext& g) {  // the mask is a constant of the draw: no gradient flows through it
+      Val d = g.grad_output(0);
+      return std::vector<Val>{d ? d * g.output(1) : Val{}};
+    })
+    .test({.cases = {{{6, 5}}}, .attrs = {{"p", 0.3}}, .order = 2});
+
+}  // namespace weft::ops

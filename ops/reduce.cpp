@@ -1,0 +1,205 @@
+// Reductions and their adjoints. sum/mean reduce over axes; sum_to_like reduces to the
+// shape of another value (undoing a broadcast) and broadcast_like expands to it. Each is
+// the other's gradient; with mean=true both divide by the number of elements folded, so
+// they stay adjoint and mean's gradient needs no batch size at graph-building time.
+#include <algorithm>
+
+#include "ops/common.h"
+
+namespace weft::ops {
+namespace {
+
+std::vector<int> norm_axes(const json& axes, size_t rank) {
+  std::vector<int> r;
+  for (auto& a : axes) r.push_back(norm_axis(a.get<int64_t>(), rank));
+  if (axes.empty())
+    for (size_t i = 0; i < rank; ++i) r.push_back(int(i));
+  std::sort(r.begin(), r.end());
+  r.erase(std::unique(r.begin(), r.end()), r.end());
+  return r;
+}
+
+// The reduced shape with the reduced axes kept as 1.
+Dims keepdims_of(const Dims& in, const json& axes) {
+  Dims kd = in;
+  for (int a : norm_axes(axes, in.size())) kd[a] = 1;
+  return kd;
+}
+
+// Reduce `in` (any shape) onto `kd` (same rank, 1 on folded axes): sum or mean.
+template <class T>
+class ReduceRef : public Kernel {
+ public:
+  ReduceRef(const Dims& in, const Dims& kd, bool mean)
+      : map_(kd, in), n_in_(numel(in)), n_out_(numel(kd)), mean_(mean) {}
+  void run(const KernelArgs& a) override {
+    const T* x = in_ptr<T>(a, 0);
+    T* y = out_ptr<T>(a, 0);
+    std::fill(y, y + n_out_, T(0));
+    for (int64_t i = 0; i < n_in_; ++i) y[map_.offset(i)] += x[i];
+    if (mean_) {
+      T k = T(double(n_out_) / double(n_in_));
+      for (int64_t i = 0; i < n_out_; ++i) y[i] *= k;
+    }
+  }
+
+ private:
+  Broadcast map_;
+  int64_t n_in_, n_out_;
+  bool mean_;
+};
+
+// Expand `src` (kd form) onto `out`, dividing by the fold count when mean.
+template <class T>
+class BroadcastRef : public Kernel {
+ public:
+  BroadcastRef(const Dims& src, const Dims& out, bool mean)
+      : map_(src, out), n_(numel(out)), scale_(mean ? double(numel(src)) / double(numel(out)) : 1.0) {}
+  void run(const KernelArgs& a) override {
+    const T* x = in_ptr<T>(a, 0);
+    T* y = out_ptr<T>(a, 0);
+    for (int64_t i = 0; i < n_; ++i) y[i] = T(x[map_.offset(i)] * scale_);
+  }
+
+ private:
+  Broadcast map_;
+  int64_t n_;
+  double scale_;
+};
+
+using KdFn = std::function<Dims(const KernelInfo&)>;
+
+std::vector<KernelEntry> reduce_kernels(KdFn kd, bool mean_always, bool mean_attr) {
+  auto mean_of = [=](const KernelInfo& info) {
+    return mean_always || (mean_attr && info.attrs.at("mean").get<bool>());
+  };
+  KernelMaker onednn = [=](const KernelInfo& info, std::string& why) -> std::unique_ptr<Kernel> {
+    Dims src = info.in[0].empty() ? Dims{1} : info.in[0];
+    Dims dst = kd(info);
+    if (dst.empty()) dst = {1};
+    if (src == dst) {
+      why = "nothing to reduce";
+      return nullptr;
+    }
+    return try_onednn(why, [&]() -> std::unique_ptr<Kernel> {
+      auto s = md(src, info.dtype), d = md(dst, info.dtype);
+      auto alg = mean_of(info) ? dnnl::algorithm::reduction_mean : dnnl::algorithm::reduction_sum;
+      dnnl::reduction::primitive_desc pd({alg, s, d, 0.f, 0.f}, cpu_engine());
+      return std::make_unique<OnednnKernel>(
+          dnnl::reduction(pd), std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_SRC, s}, {DNNL_ARG_DST, d}},
+          std::vector<std::pair<int, int>>{{DNNL_ARG_SRC, 1}, {DNNL_ARG_DST, -1}});
+    });
+  };
+  auto ref = [=](auto t) {
+    using T = decltype(t);
+    return [=](const KernelInfo& info, std::string&) -> std::unique_ptr<Kernel> {
+      return std::make_unique<ReduceRef<T>>(info.in[0], kd(info), mean_of(info));
+    };
+  };
+  return {{0, DType::f32, "onednn", onednn, 1},
+          {0, DType::f32, "reference", ref(float{}), 0},
+          {0, DType::f64, "reference", ref(double{}), 0}};
+}
+
+std::vector<KernelEntry> broadcast_kernels() {
+  auto make = [](auto t) {
+    using T = decltype(t);
+    return [](const KernelInfo& info, std::string&) -> std::unique_ptr<Kernel> {
+      return std::make_unique<BroadcastRef<T>>(info.in[0], info.out[0], info.attrs.at("mean").get<bool>());
+    };
+  };
+  return {{0, DType::f32, "reference", make(float{}), 0}, {0, DType::f64, "reference", make(double{}), 0}};
+}
+
+std::vector<Shape> reduce_rule(const ShapeContext& c) {
+  const Shape& in = c.in[0];
+  auto axes = norm_axes(c.attrs.at("axes"), in.size());
+  bool keep = c.attrs.at("keepdims");
+  Shape out;
+  for (int i = 0; i < int(in.size()); ++i) {
+    bool folded = std::find(axes.begin(), axes.end(), i) != axes.end();
+    if (!folded)
+      out.push_back(in[i]);
+    else if (keep)
+      out.push_back(Dim(1));
+  }
+  return {out};
+}
+
+// The gradient of sum/mean: put the folded axes back, then broadcast.
+std::vector<Val> reduce_grad(GradContext& g, bool mean) {
+  Val d = g.grad_output(), x = g.input(0);
+  auto axes = norm_axes(g.attrs().at("axes"), x.shape().size());
+  if (!g.attrs().at("keepdims").get<bool>() && !d.shape().empty())
+    d = g.op("expand_dims", {d}, {{"axes", axes}});
+  return {g.op("broadcast_like", {d, x}, {{"mean", mean}})};
+}
+
+Dims kd_from_axes(const KernelInfo& info) { return keepdims_of(info.in[0], info.attrs.at("axes")); }
+
+Dims kd_from_ref(const KernelInfo& info) {
+  Dims kd = info.in[1];
+  kd.insert(kd.begin(), info.in[0].size() - kd.size(), 1);
+  return kd;
+}
+
+const std::vector<std::vector<Dims>> kReduceCases = {{{3, 4}}, {{2, 3, 4}}, {{5}}};
+
+}  // namespace
+
+WEFT_OP(sum)
+    .doc("sum over axes (all axes when empty)")
+    .input("x").output("y")
+    .attr("axes", AttrType::Ints, json::array(), "axes to fold; [] folds all")
+    .attr("keepdims", AttrType::Bool, false, "keep folded axes as size 1")
+    .shape(reduce_rule)
+    .kernels(reduce_kernels(kd_from_axes, false, false))
+    .grad([](GradContext& g) { return reduce_grad(g, false); })
+    .flops([](const KernelInfo& i) { return double(numel(i.in[0])); })
+    .test({.cases = kReduceCases, .attrs = {{"axes", {0}}}, .order = 2});
+
+WEFT_OP(mean)
+    .doc("mean over axes (all axes when empty)")
+    .input("x").output("y")
+    .attr("axes", AttrType::Ints, json::array(), "axes to fold; [] folds all")
+    .attr("keepdims", AttrType::Bool, false, "keep folded axes as size 1")
+    .shape(reduce_rule)
+    .kernels(reduce_kernels(kd_from_axes, true, false))
+    .grad([](GradContext& g) { return reduce_grad(g, true); })
+    .flops([](const KernelInfo& i) { return double(numel(i.in[0])); })
+    .test({.cases = kReduceCases, .attrs = {{"axes", {-1}}, {"keepdims", true}}, .order = 2});
+
+WEFT_OP(sum_to_like)
+    .doc("reduce x to the shape of `like` (undoes a broadcast); mean divides by the fold count")
+    .input("x").input("like").output("y")
+    .attr("mean", AttrType::Bool, false, "average instead of sum")
+    .shape([](const ShapeContext& c) {
+      if (broadcast_shapes(c.in[1], c.in[0]) != c.in[0])
+        throw ShapeError("cannot reduce " + shape_str(c.in[0]) + " to " + shape_str(c.in[1]));
+      return std::vector<Shape>{c.in[1]};
+    })
+    .kernels(reduce_kernels(kd_from_ref, false, true))
+    .grad([](GradContext& g) {
+      return std::vector<Val>{g.op("broadcast_like", {g.grad_output(), g.input(0)}, {{"mean", g.attrs().at("mean")}}), Val{}};
+    })
+    .flops([](const KernelInfo& i) { return double(numel(i.in[0])); })
+    .test({.cases = {{{3, 4}, {4}}, {{3, 4}, {3, 1}}, {{2, 3}, {}}}, .attrs = {{"mean", true}},
+           .order = 2, .no_grad_inputs = {1}});
+
+WEFT_OP(broadcast_like)
+    .doc("broadcast x to the shape of `like`; mean divides by the fold count")
+    .input("x").input("like").output("y")
+    .attr("mean", AttrType::Bool, false, "divide by the number of copies")
+    .shape([](const ShapeContext& c) {
+      if (broadcast_shapes(c.in[0], c.in[1]) != c.in[1])
+        throw ShapeError("cannot broadcast " + shape_str(c.in[0]) + " to " + shape_str(c.in[1]));
+      return std::vector<Shape>{c.in[1]};
+    })
+    .kernels(broadcast_kernels())
+    .grad([](GradContext& g) {
+      return std::vector<Val>{g.op("sum_to_like", {g.grad_output(), g.input(0)}, {{"mean", g.attrs().at("mean")}}), Val{}};
+    })
+    .test({.cases = {{{4}, {3, 4}}, {{3, 1}, {3, 4}}, {{}, {2, 3}}}, .attrs = {{"mean", true}},
+           .order = 2, .no_grad_inputs = {1}});
+
+}  // namespace weft::ops

@@ -1,0 +1,194 @@
+#include "runtime/gradcheck.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/autodiff.h"
+#include "runtime/executor.h"
+#include "runtime/rng.h"
+
+namespace weft {
+
+namespace {
+
+struct Case {
+  std::vector<Dims> shapes;
+  json attrs;
+};
+
+std::vector<Case> cases_of(const OpDef& def, const std::vector<Dims>& shapes, const json& attrs) {
+  std::vector<Case> r;
+  if (!def.test_spec) return r;
+  const OpTest& t = *def.test_spec;
+  json base = attrs.is_null() ? t.attrs : attrs;
+  if (!shapes.empty()) return {{shapes, base}};
+  for (auto& c : t.cases) r.push_back({c, base});
+  for (auto& [c, a] : t.extra) r.push_back({c, a});
+  return r;
+}
+
+Shape const_shape(const Dims& d) { return Shape(d.begin(), d.end()); }
+
+Tensor random_tensor(const OpTest& t, int input, const Dims& d, uint64_t key) {
+  double lo = t.low, hi = t.high;
+  if (input < int(t.ranges.size())) std::tie(lo, hi) = t.ranges[input];
+  Tensor x(DType::f64, d);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    double u = lo + (hi - lo) * uniform01(key, uint64_t(i));
+    if (std::abs(u) < t.avoid) u = u < 0 ? -t.avoid - std::abs(u) : t.avoid + u;
+    x.set(i, u);
+  }
+  return x;
+}
+
+// A graph computing sum_j <out_j, r_j> from the op's outputs, with inputs x0..xn.
+struct Harness {
+  Graph g;
+  Builder b{g};
+  std::vector<Val> xs, outs;
+  PlanOptions opt;
+  Val loss;
+  Harness(const OpDef& def, const Case& c, uint64_t seed, bool weighted) {
+    const OpTest& t = *def.test_spec;
+    opt.dtype = DType::f64;
+    for (size_t k = 0; k < c.shapes.size(); ++k) {
+      std::string name = "x" + std::to_string(k);
+      xs.push_back(b.input(name, const_shape(c.shapes[k])));
+      opt.bindings[name] = random_tensor(t, int(k), c.shapes[k], stream_key(seed, k));
+    }
+    outs = b.ops(def.name, xs, c.attrs);
+    if (!weighted) return;
+    for (size_t j = 0; j < outs.size(); ++j) {
+      std::string name = "r" + std::to_string(j);
+      Dims d = bind_batch(outs[j].shape(), 1);
+      Val r = b.input(name, outs[j].shape());
+      Tensor rt(DType::f64, d);
+      for (int64_t i = 0; i < rt.numel(); ++i) rt.set(i, 2 * uniform01(stream_key(seed, 100 + j), i) - 1);
+      opt.bindings[name] = rt;
+      Val term = b.op("sum", {outs[j] * r});
+      loss = loss ? loss + term : term;
+    }
+  }
+};
+
+double run_scalar(Plan& p, const RunContext& ctx) {
+  run_plan(p, ctx, false);
+  return p.target(0).at(0);
+}
+
+// Compares d(scalar)/d(x_k) from the graph against central differences.
+CheckResult compare(Harness& h, Val scalar, const std::vector<int>& wrt, const std::string& what,
+                    const std::string& op) {
+  std::vector<ValueId> ids;
+  for (int k : wrt) ids.push_back(h.xs[k].id);
+  auto grads = gradients(h.b, scalar.id, ids);
+  std::vector<ValueId> targets{scalar.id};
+  targets.insert(targets.end(), grads.begin(), grads.end());
+  auto full = compile_plan(h.g, targets, h.opt);
+  auto value_only = compile_plan(h.g, {scalar.id}, h.opt);
+  RunContext ctx;
+  ctx.seed = 7;
+  run_plan(*full, ctx, false);
+  CheckResult r{op, what, 0, 1e-6, {}, ""};
+  const double eps = 1e-6;
+  for (size_t q = 0; q < wrt.size(); ++q) {
+    Tensor x = h.opt.bindings.at("x" + std::to_string(wrt[q]));
+    const Tensor& analytic = full->target(1 + q);
+    double worst = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      double v = x.at(i);
+      x.set(i, v + eps);
+      double up = run_scalar(*value_only, ctx);
+      x.set(i, v - eps);
+      double down = run_scalar(*value_only, ctx);
+      x.set(i, v);
+      double fd = (up - down) / (2 * eps);
+      worst = std::max(worst, std::abs(analytic.at(i) - fd) / std::max(1.0, std::abs(fd)));
+    }
+    r.per_input.push_back(worst);
+    r.worst = std::max(r.worst, worst);
+  }
+  return r;
+}
+
+std::string case_str(const Case& c) {
+  std::vector<std::string> s;
+  for (auto& d : c.shapes) s.push_back(dims_str(d));
+  std::string a = c.attrs.empty() ? "" : " " + c.attrs.dump();
+  return fmt::format("{}{}", fmt::join(s, " "), a);
+}
+
+}  // namespace
+
+std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dims>& shapes,
+                                         const json& attrs) {
+  std::vector<CheckResult> results;
+  if (!def.test_spec) return results;
+  const OpTest& t = *def.test_spec;
+  uint64_t seed = 1;
+  for (const Case& c : cases_of(def, shapes, attrs)) {
+    std::vector<int> wrt;
+    for (int k = 0; k < int(c.shapes.size()); ++k)
+      if (std::find(t.no_grad_inputs.begin(), t.no_grad_inputs.end(), k) == t.no_grad_inputs.end())
+        wrt.push_back(k);
+    if (wrt.empty() || (!def.grad_rule && !def.expansion)) continue;
+    {
+      Harness h(def, c, seed, true);
+      results.push_back(compare(h, h.loss, wrt, "grad order 1 " + case_str(c), def.name));
+    }
+    if (t.order >= 2) {
+      // s = sum_k <d loss / d x_k, v_k>; its gradient is a Hessian-vector product.
+      Harness h(def, c, seed, true);
+      std::vector<ValueId> ids;
+      for (int k : wrt) ids.push_back(h.xs[k].id);
+      auto grads = gradients(h.b, h.loss.id, ids);
+      Val s;
+      for (size_t q = 0; q < grads.size(); ++q) {
+        std::string name = "v" + std::to_string(q);
+        Val v = h.b.input(name, h.g.shape(grads[q]));
+        Tensor vt(DType::f64, bind_batch(h.g.shape(grads[q]), 1));
+        for (int64_t i = 0; i < vt.numel(); ++i) vt.set(i, 2 * uniform01(stream_key(seed, 200 + q), i) - 1);
+        h.opt.bindings[name] = vt;
+        Val term = h.b.op("sum", {h.b.val(grads[q]) * v});
+        s = s ? s + term : term;
+      }
+      results.push_back(compare(h, s, wrt, "grad order 2 " + case_str(c), def.name));
+    }
+    ++seed;
+  }
+  return results;
+}
+
+std::vector<CheckResult> check_f32(const OpDef& def) {
+  std::vector<CheckResult> results;
+  uint64_t seed = 11;
+  for (const Case& c : cases_of(def, {}, nullptr)) {
+    Harness h(def, c, seed++, false);
+    std::vector<ValueId> targets;
+    for (auto& o : h.outs) targets.push_back(o.id);
+    auto ref = compile_plan(h.g, targets, h.opt);
+    PlanOptions o32 = h.opt;
+    o32.dtype = DType::f32;
+    for (auto& [k, v] : o32.bindings) v = v.to(DType::f32);
+    auto fast = compile_plan(h.g, targets, o32);
+    RunContext ctx;
+    ctx.seed = 3;
+    run_plan(*ref, ctx, false);
+    run_plan(*fast, ctx, false);
+    CheckResult r{def.name, "f32 vs f64 " + case_str(c), 0, 1e-5, {}, ""};
+    std::vector<std::string> ks;
+    for (auto& s : fast->steps) ks.push_back(s.op + ":" + s.kernel_name);
+    r.kernels = fmt::format("{}", fmt::join(ks, " "));
+    for (size_t j = 0; j < targets.size(); ++j)
+      for (int64_t i = 0; i < ref->target(j).numel(); ++i) {
+        double a = fast->target(j).at(i), b = ref->target(j).at(i);
+        r.worst = std::max(r.worst, std::abs(a - b) / std::max(1.0, std::abs(b)));
+      }
+    results.push_back(r);
+  }
+  return results;
+}
+
+}  // namespace weft

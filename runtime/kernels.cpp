@@ -1,0 +1,85 @@
+#include "runtime/kernels.h"
+
+namespace weft {
+
+namespace {
+class FnKernel : public Kernel {
+ public:
+  FnKernel(KernelInfo info, RefFn f) : info_(std::move(info)), f_(std::move(f)) {}
+  void run(const KernelArgs& a) override { f_(info_, a); }
+
+ private:
+  KernelInfo info_;
+  RefFn f_;
+};
+}  // namespace
+
+KernelMaker fn_kernel(RefFn f) {
+  return [f](const KernelInfo& info, std::string&) -> std::unique_ptr<Kernel> {
+    return std::make_unique<FnKernel>(info, f);
+  };
+}
+
+Broadcast::Broadcast(const Dims& src, const Dims& dst) : identity(src == dst), dst_(dst) {
+  stride_.assign(dst.size(), 0);
+  int64_t s = 1;
+  for (int i = int(src.size()) - 1, j = int(dst.size()) - 1; i >= 0; --i, --j) {
+    stride_[j] = src[i] == 1 && dst[j] != 1 ? 0 : s;
+    s *= src[i];
+  }
+}
+
+int64_t Broadcast::offset(int64_t idx) const {
+  if (identity) return idx;
+  int64_t off = 0;
+  for (int j = int(dst_.size()) - 1; j >= 0; --j) {
+    int64_t c = idx % dst_[j];
+    idx /= dst_[j];
+    off += c * stride_[j];
+  }
+  return off;
+}
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream& cpu_stream() {
+  thread_local dnnl::stream s(cpu_engine());
+  return s;
+}
+
+dnnl::memory::data_type dnnl_type(DType t) {
+  // oneDNN 2.6 has no f64: f64 always runs on the reference kernels.
+  WEFT_ASSERT(t == DType::f32, "oneDNN kernels are f32 only");
+  return dnnl::memory::data_type::f32;
+}
+
+dnnl::memory::desc md(const Dims& d, DType t) {
+  Dims strides(d.size(), 1);
+  for (int i = int(d.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * d[i + 1];
+  return md_strided(d, strides, t);
+}
+
+dnnl::memory::desc md_strided(const Dims& d, const Dims& strides, DType t) {
+  if (d.empty()) return dnnl::memory::desc({1}, dnnl_type(t), dnnl::memory::dims{1});
+  return dnnl::memory::desc(dnnl::memory::dims(d.begin(), d.end()), dnnl_type(t),
+                            dnnl::memory::dims(strides.begin(), strides.end()));
+}
+
+OnednnKernel::OnednnKernel(dnnl::primitive p, std::vector<std::pair<int, dnnl::memory::desc>> args,
+                           std::vector<std::pair<int, int>> bind)
+    : prim_(std::move(p)), bind_(std::move(bind)) {
+  for (auto& [id, d] : args) mem_[id] = dnnl::memory(d, cpu_engine(), DNNL_MEMORY_NONE);
+}
+
+void OnednnKernel::run(const KernelArgs& a) {
+  for (auto& [id, which] : bind_) {
+    void* p = which > 0 ? a.in[which - 1]->raw() : a.out[-which - 1]->raw();
+    mem_.at(id).set_data_handle(p);
+  }
+  prim_.execute(cpu_stream(), mem_);
+}
+
+}  // namespace weft

@@ -1,0 +1,82 @@
+// Helpers for writing kernels: plain reference kernels (generic over f32 and f64, written
+// for clarity, never for speed) and the glue to oneDNN primitives (one CPU engine, a
+// stream per thread, memory descriptors from shapes).
+#pragma once
+
+#include <functional>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <utility>
+
+#include "runtime/op.h"
+
+namespace weft {
+
+using RefFn = std::function<void(const KernelInfo&, const KernelArgs&)>;
+
+// A kernel calling `f` with the plan-time info.
+KernelMaker fn_kernel(RefFn f);
+
+// Reference kernels for both dtypes from one generic lambda
+// [](auto t, const KernelInfo& info, const KernelArgs& a) { using T = decltype(t); ... }.
+template <class G>
+std::vector<KernelEntry> reference(G g) {
+  return {{0, DType::f32, "reference",
+           fn_kernel([g](const KernelInfo& i, const KernelArgs& a) { g(float{}, i, a); }), 0},
+          {0, DType::f64, "reference",
+           fn_kernel([g](const KernelInfo& i, const KernelArgs& a) { g(double{}, i, a); }), 0}};
+}
+
+template <class T>
+const T* in_ptr(const KernelArgs& a, int i) {
+  return a.in[i]->data<T>();
+}
+template <class T>
+T* out_ptr(const KernelArgs& a, int i) {
+  return a.out[i]->data<T>();
+}
+
+// Index arithmetic for numpy broadcasting: for an output index, the offset into an input
+// of shape `src` broadcast to `dst`.
+struct Broadcast {
+  Broadcast(const Dims& src, const Dims& dst);
+  int64_t offset(int64_t dst_index) const;
+  bool identity;
+
+ private:
+  Dims dst_;
+  std::vector<int64_t> stride_;  // per dst axis; 0 where broadcast
+};
+
+// oneDNN glue.
+dnnl::engine& cpu_engine();
+dnnl::stream& cpu_stream();  // one per thread
+dnnl::memory::desc md(const Dims& d, DType t);  // dense row-major
+dnnl::memory::desc md_strided(const Dims& d, const Dims& strides, DType t);
+dnnl::memory::data_type dnnl_type(DType t);
+
+// A oneDNN primitive with its memory objects made once; each run only swaps pointers.
+class OnednnKernel : public Kernel {
+ public:
+  // args: oneDNN argument id -> (true: input i / false: output i)
+  OnednnKernel(dnnl::primitive p, std::vector<std::pair<int, dnnl::memory::desc>> args,
+               std::vector<std::pair<int, int>> bind);  // bind: arg id -> +1+i input, -1-i output
+  void run(const KernelArgs& a) override;
+
+ private:
+  dnnl::primitive prim_;
+  std::unordered_map<int, dnnl::memory> mem_;
+  std::vector<std::pair<int, int>> bind_;
+};
+
+// Catches oneDNN's refusal to build a primitive and turns it into a why_not reason.
+template <class F>
+std::unique_ptr<Kernel> try_onednn(std::string& why_not, F f) {
+  try {
+    return f();
+  } catch (const dnnl::error& e) {
+    why_not = e.what();
+    return nullptr;
+  }
+}
+
+}  // namespace weft

@@ -1,0 +1,211 @@
+#include "runtime/op.h"
+
+#include <algorithm>
+#include <fmt/format.h>
+
+namespace weft {
+
+const char* attr_type_name(AttrType t) {
+  switch (t) {
+    case AttrType::Int: return "integer";
+    case AttrType::PosInt: return "positive integer";
+    case AttrType::NonNegInt: return "non-negative integer";
+    case AttrType::Float: return "number";
+    case AttrType::Bool: return "boolean";
+    case AttrType::String: return "string";
+    case AttrType::Choice: return "choice";
+    case AttrType::Ints: return "list of integers";
+    case AttrType::ShapeSpec: return "shape";
+    case AttrType::Initializer: return "initializer";
+    case AttrType::Any: return "any";
+  }
+  return "?";
+}
+
+OpDef::OpDef(std::string n) : name(std::move(n)) {}
+
+OpDef::OpDef(const OpDef& o)
+    : name(o.name),
+      docs(o.docs),
+      origin_name(o.origin_name),
+      internal_why(o.internal_why),
+      inputs(o.inputs),
+      outputs(o.outputs),
+      attrs(o.attrs),
+      shape_rule(o.shape_rule),
+      kernel_list(o.kernel_list),
+      grad_rule(o.grad_rule),
+      expansion(o.expansion),
+      param_rule(o.param_rule),
+      flops_rule(o.flops_rule),
+      test_spec(o.test_spec ? std::make_unique<OpTest>(*o.test_spec) : nullptr),
+      is_alias(o.is_alias),
+      is_source(o.is_source) {}
+
+OpDef& OpDef::doc(std::string t) { docs = std::move(t); return *this; }
+OpDef& OpDef::input(std::string n) { inputs.push_back({std::move(n)}); return *this; }
+OpDef& OpDef::optional_input(std::string n) {
+  inputs.push_back({std::move(n), true, false});
+  return *this;
+}
+OpDef& OpDef::variadic_input(std::string n) {
+  inputs.push_back({std::move(n), false, true});
+  return *this;
+}
+OpDef& OpDef::output(std::string n) { outputs.push_back(std::move(n)); return *this; }
+OpDef& OpDef::attr(std::string n, AttrType t, json d, std::string doc_text) {
+  attrs.push_back({std::move(n), t, std::move(d), false, std::move(doc_text), {}});
+  return *this;
+}
+OpDef& OpDef::required(std::string n, AttrType t, std::string doc_text) {
+  attrs.push_back({std::move(n), t, nullptr, true, std::move(doc_text), {}});
+  return *this;
+}
+OpDef& OpDef::choice(std::string n, std::vector<std::string> c, std::string d,
+                     std::string doc_text) {
+  attrs.push_back({std::move(n), AttrType::Choice, d, false, std::move(doc_text), std::move(c)});
+  return *this;
+}
+OpDef& OpDef::shape(ShapeRule r) { shape_rule = std::move(r); return *this; }
+OpDef& OpDef::kernel(int dev, DType dt, std::string n, KernelMaker m, int prio) {
+  kernel_list.push_back({dev, dt, std::move(n), std::move(m), prio});
+  std::stable_sort(kernel_list.begin(), kernel_list.end(),
+                   [](const KernelEntry& a, const KernelEntry& b) { return a.priority > b.priority; });
+  return *this;
+}
+OpDef& OpDef::kernels(const std::vector<KernelEntry>& entries) {
+  for (auto& e : entries) kernel(e.device_kind, e.dtype, e.name, e.make, e.priority);
+  return *this;
+}
+OpDef& OpDef::grad(GradRule r) { grad_rule = std::move(r); return *this; }
+OpDef& OpDef::expand(Expansion e) { expansion = std::move(e); return *this; }
+OpDef& OpDef::params(ParamRule r) { param_rule = std::move(r); return *this; }
+OpDef& OpDef::flops(FlopsRule r) { flops_rule = std::move(r); return *this; }
+OpDef& OpDef::test(OpTest t) { test_spec = std::make_unique<OpTest>(std::move(t)); return *this; }
+OpDef& OpDef::alias() { is_alias = true; return *this; }
+OpDef& OpDef::internal(std::string why) { internal_why = std::move(why); return *this; }
+OpDef& OpDef::source() { is_source = true; return *this; }
+OpDef& OpDef::origin(std::string w) { origin_name = std::move(w); return *this; }
+
+static std::string got(const json& v) {
+  std::string s = v.dump();
+  return s.size() > 40 ? s.substr(0, 40) + "..." : s;
+}
+
+static void check_value(const AttrSpec& a, const json& v) {
+  auto fail = [&](const std::string& expected) {
+    throw AttrError(a.name, fmt::format("expected {}, got {}", expected, got(v)));
+  };
+  switch (a.type) {
+    case AttrType::Int:
+      if (!v.is_number_integer()) fail("an integer");
+      break;
+    case AttrType::PosInt:
+      if (!v.is_number_integer() || v.get<int64_t>() <= 0) fail("a positive integer");
+      break;
+    case AttrType::NonNegInt:
+      if (!v.is_number_integer() || v.get<int64_t>() < 0) fail("a non-negative integer");
+      break;
+    case AttrType::Float:
+      if (!v.is_number()) fail("a number");
+      break;
+    case AttrType::Bool:
+      if (!v.is_boolean()) fail("true or false");
+      break;
+    case AttrType::String:
+      if (!v.is_string()) fail("a string");
+      break;
+    case AttrType::Choice: {
+      std::string list = fmt::format("one of \"{}\"", fmt::join(a.choices, "\", \""));
+      if (!v.is_string()) fail(list);
+      if (std::find(a.choices.begin(), a.choices.end(), v.get<std::string>()) == a.choices.end())
+        fail(list);
+      break;
+    }
+    case AttrType::Ints:
+      if (!v.is_array()) fail("a list of integers");
+      for (auto& x : v)
+        if (!x.is_number_integer()) fail("a list of integers");
+      break;
+    case AttrType::ShapeSpec:
+      if (!v.is_array()) fail("a shape (a list of positive integers, \"B\" or -1)");
+      for (auto& x : v)
+        if (!(x == "B" || (x.is_number_integer() && (x.get<int64_t>() > 0 || x == -1))))
+          fail("a shape (a list of positive integers, \"B\" or -1)");
+      break;
+    case AttrType::Initializer:
+    case AttrType::Any:
+      break;
+  }
+}
+
+json OpDef::complete_attrs(const json& given) const {
+  json out = json::object();
+  if (!given.is_null() && !given.is_object()) throw AttrError("", "attributes must be an object");
+  for (auto& [k, v] : given.items()) {
+    auto it = std::find_if(attrs.begin(), attrs.end(), [&](const AttrSpec& a) { return a.name == k; });
+    if (it == attrs.end()) {
+      std::vector<std::string> known;
+      for (auto& a : attrs) known.push_back(a.name);
+      throw AttrError(k, fmt::format("unknown attribute '{}' of op {} (it takes: {})", k, name,
+                                     known.empty() ? "none" : fmt::format("{}", fmt::join(known, ", "))));
+    }
+    if (!v.is_null()) check_value(*it, v);
+    out[k] = v;
+  }
+  for (auto& a : attrs) {
+    if (out.contains(a.name)) continue;
+    if (a.required) throw AttrError(a.name, fmt::format("op {} needs attribute '{}' ({})", name, a.name, a.doc));
+    out[a.name] = a.default_value;
+  }
+  return out;
+}
+
+void OpDef::check_arity(size_t n) const {
+  size_t required_n = 0, max_n = 0;
+  bool variadic = false;
+  for (auto& i : inputs) {
+    if (!i.optional) ++required_n;
+    ++max_n;
+    variadic = variadic || i.variadic;
+  }
+  if (n < required_n || (!variadic && n > max_n)) {
+    std::vector<std::string> names;
+    for (auto& i : inputs) names.push_back(i.name + (i.optional ? "?" : "") + (i.variadic ? "..." : ""));
+    throw ShapeError(fmt::format("op {} takes inputs ({}), got {}", name, fmt::join(names, ", "), n));
+  }
+}
+
+Registry& Registry::get() {
+  static Registry r;
+  return r;
+}
+
+void Registry::add(const OpDef& def) {
+  if (ops_.count(def.name))
+    throw Error(fmt::format("op '{}' is defined twice ({} and {})", def.name,
+                            ops_[def.name]->origin_name, def.origin_name));
+  WEFT_ASSERT(def.is_source || def.expansion || def.shape_rule, "op " + def.name + " has no shape rule");
+  ops_[def.name] = std::make_unique<OpDef>(def);
+}
+
+const OpDef* Registry::find(const std::string& n) const {
+  auto it = ops_.find(n);
+  return it == ops_.end() ? nullptr : it->second.get();
+}
+
+std::vector<const OpDef*> Registry::all() const {
+  std::vector<const OpDef*> v;
+  for (auto& [k, d] : ops_) v.push_back(d.get());
+  return v;
+}
+
+OpRegistrar::OpRegistrar(const OpDef& def) { Registry::get().add(def); }
+
+std::string op_signature(const OpDef& d) {
+  std::vector<std::string> in;
+  for (auto& i : d.inputs) in.push_back(i.name + (i.optional ? "?" : "") + (i.variadic ? "..." : ""));
+  return fmt::format("{}({}) -> {}", d.name, fmt::join(in, ", "), fmt::join(d.outputs, ", "));
+}
+
+}  // namespace weft

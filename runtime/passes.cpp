@@ -1,0 +1,50 @@
+#include "runtime/passes.h"
+
+#include <set>
+
+namespace weft {
+
+std::vector<PlanNode> live_nodes(const Graph& g, const std::vector<ValueId>& targets) {
+  std::vector<PlanNode> out;
+  for (int i : g.ancestors(targets)) {
+    const Node& n = g.nodes[i];
+    out.push_back({i, n.name, n.def, n.in, n.attrs, n.shapes, n.where});
+  }
+  return out;
+}
+
+int fuse_linear_activation(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets) {
+  const OpDef* fused = Registry::get().find("linear_act");
+  if (!fused) return 0;
+  static const std::set<std::string> acts = {"relu", "leaky_relu", "sigmoid", "tanh"};
+  std::map<int, int> uses, pos;
+  for (size_t k = 0; k < nodes.size(); ++k) {
+    pos[nodes[k].id] = int(k);
+    for (auto v : nodes[k].in) uses[v.node]++;
+  }
+  for (auto t : targets) uses[t.node] += 1000;  // a target must stay visible
+  int count = 0;
+  std::vector<char> dead(nodes.size(), 0);
+  for (auto& n : nodes) {
+    if (!acts.count(n.def->name)) continue;
+    auto it = pos.find(n.in[0].node);
+    if (it == pos.end()) continue;
+    PlanNode& lin = nodes[it->second];
+    if (lin.def->name != "linear" || uses[lin.id] != 1) continue;
+    json attrs = lin.attrs;
+    attrs["activation"] = n.def->name;
+    attrs["alpha"] = n.def->name == "leaky_relu" ? n.attrs.at("alpha").get<double>() : 0.0;
+    n.def = fused;
+    n.in = lin.in;
+    n.attrs = attrs;
+    dead[it->second] = 1;
+    ++count;
+  }
+  std::vector<PlanNode> kept;
+  for (size_t k = 0; k < nodes.size(); ++k)
+    if (!dead[k]) kept.push_back(std::move(nodes[k]));
+  nodes = std::move(kept);
+  return count;
+}
+
+}  // namespace weft

@@ -1,0 +1,29 @@
+// Graph passes that run while a plan is compiled, on the nodes the plan needs.
+//  - dead code: only ancestors of the targets are kept (Graph::ancestors).
+//  - fusion: linear followed by an activation becomes one linear_act node, which oneDNN
+//    runs as an inner product with an eltwise post-op. Activation gradients are written in
+//    terms of the activation's output, so in training too the linear's output usually has
+//    the activation as its only consumer and the fusion applies.
+#pragma once
+
+#include <vector>
+
+#include "runtime/graph.h"
+
+namespace weft {
+
+struct PlanNode {
+  int id;  // the graph node whose outputs this node computes ({id, k})
+  std::string name;
+  const OpDef* def;
+  std::vector<ValueId> in;
+  json attrs;
+  std::vector<Shape> shapes;
+  std::string where;
+};
+
+std::vector<PlanNode> live_nodes(const Graph& g, const std::vector<ValueId>& targets);
+// Returns the number of fusions made.
+int fuse_linear_activation(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets);
+
+}  // namespace weft

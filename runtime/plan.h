@@ -1,0 +1,55 @@
+// A plan is compiled once per (targets, batch size, dtype) and run many times. Compiling
+// picks the nodes the targets need, fuses, binds the batch size into every shape, gives
+// each value a buffer (reusing a buffer once its last reader is done), and creates every
+// kernel (oneDNN primitives included). Running a plan allocates nothing.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/passes.h"
+
+namespace weft {
+
+struct PlanOptions {
+  int64_t batch = 1;
+  DType dtype = DType::f32;
+  bool fuse = true;
+  // Tensors bound to `input` and `param` nodes, by name. They are used in place: a plan
+  // reads the current contents of a parameter each run.
+  std::map<std::string, Tensor> bindings;
+};
+
+struct PlanStep {
+  std::string name, op, kernel_name;
+  std::unique_ptr<Kernel> kernel;
+  std::vector<int> in, out;  // value slots
+  std::vector<int> succ;     // steps that wait for this one
+  int num_deps = 0;
+  uint64_t node_key = 0;
+  double flops = 0;
+};
+
+class Plan {
+ public:
+  std::vector<PlanStep> steps;
+  std::vector<Tensor> slots;  // one per planned value
+  std::map<ValueId, int> slot_of;
+  std::vector<ValueId> targets;
+  int64_t batch = 1;
+  DType dtype = DType::f32;
+  size_t buffer_bytes = 0;  // bytes of intermediate buffers after reuse
+  size_t naive_bytes = 0;   // what they would take without reuse
+  int fusions = 0;
+
+  const Tensor& value(ValueId v) const;
+  const Tensor& target(size_t i) const { return value(targets.at(i)); }
+};
+
+// Throws Error for a user's mistake (a missing binding, a shape that does not match).
+std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& targets,
+                                   const PlanOptions& opt);
+
+}  // namespace weft

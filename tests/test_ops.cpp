@@ -1,0 +1,63 @@
+// The op sweep: every registered op has a test spec; every gradient rule matches central
+// finite differences in f64 (and at second order where the spec says so); every f32
+// kernel matches the f64 reference.
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "runtime/autodiff.h"
+#include "runtime/gradcheck.h"
+
+using namespace weft;
+
+namespace {
+// Ops tested elsewhere: graph sources have no kernel, and `grad` is autodiff itself
+// (tests/test_autodiff.cpp).
+const std::set<std::string> kElsewhere = {"input", "param", "constant", "grad"};
+}  // namespace
+
+TEST_CASE("every op has a test spec") {
+  for (const OpDef* d : Registry::get().all()) {
+    if (kElsewhere.count(d->name)) continue;
+    CHECK_MESSAGE(d->test_spec != nullptr, "op ", d->name, " has no .test({...}) spec");
+  }
+}
+
+TEST_CASE("gradient rules match finite differences in f64") {
+  int second_order_ops = 0;
+  for (const OpDef* d : Registry::get().all()) {
+    if (kElsewhere.count(d->name) || !d->test_spec) continue;
+    bool any_second = false;
+    for (auto& r : check_gradients(*d)) {
+      INFO(r.op, " ", r.what);
+      CHECK(r.worst <= r.tolerance);
+      any_second = any_second || r.what.rfind("grad order 2", 0) == 0;
+    }
+    second_order_ops += any_second;
+  }
+  CHECK(second_order_ops >= 5);
+}
+
+TEST_CASE("f32 kernels match the f64 reference") {
+  for (const OpDef* d : Registry::get().all()) {
+    if (kElsewhere.count(d->name) || !d->test_spec) continue;
+    for (auto& r : check_f32(*d)) {
+      INFO(r.op, " ", r.what, " kernels: ", r.kernels);
+      CHECK(r.worst <= r.tolerance);
+    }
+  }
+}
+
+TEST_CASE("a gradient check fails on a wrong gradient rule") {
+  // The checker itself must be able to fail: an op whose rule is off by a factor of 2.
+  OpDef bad("test_bad_square");
+  bad.input("x").output("y")
+      .shape([](const ShapeContext& c) { return std::vector<Shape>{c.in[0]}; })
+      .kernels(Registry::get().find("square")->kernel_list)
+      .grad([](GradContext& g) { return std::vector<Val>{g.grad_output() * g.input(0)}; })
+      .test({.cases = {{{3}}}});
+  Registry::get().add(bad);
+  auto r = check_gradients(*Registry::get().find("test_bad_square"));
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].worst > 0.1);
+}
