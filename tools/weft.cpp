@@ -1,1 +1,269 @@
-int main() {}
+// The runner. Subcommands sit in one table; each is a small function. A user's mistake
+// (weft::Error) prints the file, the JSON pointer and what was expected, and exits 2.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "runtime/files.h"
+#include "runtime/gradcheck.h"
+#include "runtime/model.h"
+#include "runtime/threading.h"
+#include "runtime/trainer.h"
+#include "tools/commands.h"
+
+using namespace weft;
+
+namespace {
+
+struct Common {
+  std::string graph, data;
+  int threads = 0;
+  bool parallel = false;
+  int64_t seed = -1, batch = 0;
+};
+
+void add_common(CLI::App* c, Common& o, bool graph = true) {
+  if (graph) c->add_option("graph", o.graph, "the model's JSON file")->required();
+  c->add_option("--data", o.data, "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)");
+  c->add_option("--threads", o.threads, "threads (default: all cores)");
+  c->add_flag("--parallel", o.parallel, "run independent steps side by side on TBB");
+  c->add_option("--seed", o.seed, "random seed (default: the graph's train.seed)");
+  c->add_option("--batch", o.batch, "batch size (default: the graph's train.batch)");
+}
+
+SessionOptions session_options(const Model& m, const Common& o) {
+  apply_threads({o.threads, o.parallel});
+  SessionOptions so;
+  so.batch = o.batch;
+  so.seed = o.seed >= 0 ? uint64_t(o.seed) : m.train.seed;
+  so.parallel = o.parallel;
+  so.data_dir = o.data;
+  return so;
+}
+
+// ---- train --------------------------------------------------------------------------
+int cmd_train(const Common& o, const TrainOptions& to) {
+  Model m = load_model(o.graph);
+  run_training(m, session_options(m, o), to);
+  return 0;
+}
+
+// ---- check --------------------------------------------------------------------------
+std::string source_str(const ModelInput& in) {
+  if (in.source == "normal") return fmt::format("normal(mean {}, std {})", in.a, in.b);
+  if (in.source == "uniform") return fmt::format("uniform({}, {})", in.a, in.b);
+  return in.source;
+}
+
+std::string with_commas(int64_t v) {
+  std::string s = std::to_string(v), r;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) r += ',';
+    r += s[i];
+  }
+  return r;
+}
+
+int cmd_check(const Common& o) {
+  Model m = load_model(o.graph);
+  fmt::print("{}: graph \"{}\" is valid\n\ninputs\n", o.graph, m.name);
+  for (auto& in : m.inputs) fmt::print("  {:<24} {:<16} {}\n", in.name, shape_str(in.shape), source_str(in));
+  fmt::print("\nnodes\n");
+  for (auto& n : m.graph.nodes) {
+    if (n.def->is_source) continue;
+    std::vector<std::string> shapes;
+    for (auto& s : n.shapes) shapes.push_back(shape_str(s));
+    fmt::print("  {:<32} {:<18} {}\n", n.name, n.op(), fmt::join(shapes, " "));
+  }
+  fmt::print("\nparameters\n");
+  std::map<std::string, std::pair<int64_t, int>> per_net;
+  int64_t total = 0;
+  for (auto& p : m.params) {
+    int64_t n = numel(bind_batch(p.shape, 1));
+    auto& e = per_net[p.net.empty() ? "(free)" : p.net];
+    e.first += n;
+    e.second++;
+    total += n;
+  }
+  for (auto& [net, e] : per_net) fmt::print("  {:<12} {:>12} in {} tensors\n", net, with_commas(e.first), e.second);
+  fmt::print("  {:<12} {:>12}\n", "total", with_commas(total));
+  if (!m.train.phases.empty()) {
+    Session s(m, session_options(m, o));
+    fmt::print("\ntraining step at batch {} (forward + backward, after fusion)\n", s.opt.batch);
+    double all = 0;
+    for (auto& ph : s.phases) {
+      double f = 0;
+      for (auto& st : ph.bound.plan->steps) f += st.flops;
+      f *= ph.spec.repeat;
+      all += f;
+      fmt::print("  minimize {:<16} {:>10.2f} MFLOP  ({} steps, {} fused, {:.1f} MiB buffers, {:.1f} MiB without reuse)\n",
+                 ph.spec.loss_name, f / 1e6, ph.bound.plan->steps.size(), ph.bound.plan->fusions,
+                 double(ph.bound.plan->buffer_bytes) / (1 << 20), double(ph.bound.plan->naive_bytes) / (1 << 20));
+    }
+    fmt::print("  {:<25} {:>10.2f} MFLOP\n", "total", all / 1e6);
+  }
+  return 0;
+}
+
+// ---- ops ----------------------------------------------------------------------------
+int cmd_ops(bool all) {
+  for (const OpDef* d : Registry::get().all()) {
+    if (d->is_source || (!all && !d->internal_why.empty())) continue;
+    std::set<std::string> ks;
+    for (auto& k : d->kernel_list) ks.insert(fmt::format("{}/{}", k.name, dtype_name(k.dtype)));
+    std::string kind = d->expansion ? "composite" : d->grad_rule ? "differentiable" : "no gradient";
+    fmt::print("{}  [{}; {}]\n    {}\n", op_signature(*d), d->origin_name, kind, d->docs);
+    for (auto& a : d->attrs)
+      fmt::print("    {} ({}{}): {}\n", a.name, attr_type_name(a.type),
+                 a.required ? ", required" : a.default_value.is_null() ? "" : ", default " + a.default_value.dump(), a.doc);
+    if (!ks.empty()) fmt::print("    kernels: {}\n", fmt::join(ks, ", "));
+    if (!d->internal_why.empty()) fmt::print("    internal: {}\n", d->internal_why);
+  }
+  return 0;
+}
+
+// ---- sample / encode ----------------------------------------------------------------
+int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::string& png, const std::string& npy) {
+  Model m = load_model(o.graph);
+  Session s(m, session_options(m, o));
+  s.load_checkpoint(ckpt, false);
+  if (!m.outputs.count("samples")) throw Error(o.graph, "/outputs", "the graph names no \"samples\" output");
+  if (!png.empty() && !write_samples(s, n, png))
+    throw Error(o.graph, "/outputs/samples", "the samples output is not image-shaped (n x h x w, h = w)");
+  if (!npy.empty()) save_npy(npy, s.evaluate("samples", n, "test", 0));
+  if (!png.empty()) fmt::print("samples: {}\n", png);
+  if (!npy.empty()) fmt::print("array: {}\n", npy);
+  return 0;
+}
+
+int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out, const std::string& output,
+               const std::string& split) {
+  Model m = load_model(o.graph);
+  Session s(m, session_options(m, o));
+  s.load_checkpoint(ckpt, false);
+  const Dataset* d = s.dataset(split);
+  const int64_t chunk = 500;
+  std::vector<Tensor> parts;
+  int64_t per = -1;
+  for (int64_t first = 0; first < d->n; first += chunk) {
+    int64_t n = std::min(chunk, d->n - first);
+    Tensor t = s.evaluate(output, n, split, first);
+    per = t.numel() / n;
+    parts.push_back(t.to(DType::f32));
+  }
+  Tensor all(DType::f32, {d->n, per});
+  int64_t at = 0;
+  for (auto& p : parts) {
+    std::memcpy(all.data<float>() + at, p.raw(), p.bytes());
+    at += p.numel();
+  }
+  std::string labels = out.size() > 4 && out.substr(out.size() - 4) == ".npy" ? out.substr(0, out.size() - 4) + ".labels.npy" : out + ".labels.npy";
+  save_npy(out, all);
+  save_npy_u8(labels, d->labels, {d->n});
+  fmt::print("features: {} ({} x {})\nlabels: {}\n", out, d->n, per, labels);
+  return 0;
+}
+
+// ---- gradcheck ----------------------------------------------------------------------
+int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes) {
+  const OpDef* d = Registry::get().find(op);
+  if (!d) throw Error("", "", fmt::format("unknown op '{}' (weft ops lists them)", op));
+  if (!d->test_spec) throw Error("", "", fmt::format("op {} has no test spec to draw inputs from", op));
+  std::vector<Dims> dims;
+  for (auto& s : shapes) {
+    Dims x;
+    std::stringstream ss(s);
+    std::string part;
+    while (std::getline(ss, part, ','))
+      if (!part.empty()) x.push_back(std::stoll(part));
+    dims.push_back(x);
+  }
+  bool ok = true;
+  for (auto& r : check_gradients(*d, dims)) {
+    std::vector<std::string> e;
+    for (double v : r.per_input) e.push_back(fmt::format("{:.2e}", v));
+    fmt::print("{:<4} {} {}: worst relative error per input [{}] (tolerance {:.0e})\n", r.ok() ? "ok" : "FAIL", op,
+               r.what, fmt::join(e, ", "), r.tolerance);
+    ok = ok && r.ok();
+  }
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"weft: train generative models written as JSON graphs"};
+  app.require_subcommand(1);
+  Common o;
+  TrainOptions to;
+  std::string ckpt, out, npy, output = "features", split = "test", op;
+  int64_t n = 64, steps = 20, warmup = 3;
+  bool all_ops = false;
+  std::vector<std::string> shapes;
+
+  std::map<std::string, std::function<int()>> table;
+  auto* train = app.add_subcommand("train", "train a graph on its data");
+  add_common(train, o);
+  train->add_option("--steps", to.steps, "train up to this many steps in total");
+  train->add_option("--out", to.out_dir, "run folder: metrics, samples, checkpoint")->capture_default_str();
+  train->add_flag("--resume", to.resume, "continue from the run folder's checkpoint");
+  train->add_option("--sample-every", to.sample_every, "write a sample grid every N steps");
+  train->add_option("--checkpoint-every", to.checkpoint_every, "write a checkpoint every N steps");
+  train->add_option("--log-every", to.log_every, "print progress every N steps (when not a terminal)");
+  train->add_flag("--quiet", to.quiet, "print nothing but errors");
+  table["train"] = [&] { return cmd_train(o, to); };
+
+  auto* check = app.add_subcommand("check", "validate a graph; print shapes, parameters and FLOPs");
+  add_common(check, o);
+  table["check"] = [&] { return cmd_check(o); };
+
+  auto* ops = app.add_subcommand("ops", "list the registered ops with their schemas");
+  ops->add_flag("--all", all_ops, "include internal ops (made by passes)");
+  table["ops"] = [&] { return cmd_ops(all_ops); };
+
+  auto* sample = app.add_subcommand("sample", "generate samples from a checkpoint");
+  add_common(sample, o);
+  sample->add_option("--checkpoint", ckpt, "a checkpoint of this graph")->required();
+  sample->add_option("--n", n, "how many samples")->capture_default_str();
+  sample->add_option("--out", out, "PNG grid to write");
+  sample->add_option("--npy", npy, "also write the samples as .npy");
+  table["sample"] = [&] { return cmd_sample(o, ckpt, n, out, npy); };
+
+  auto* encode = app.add_subcommand("encode", "write an output's features for a whole split");
+  add_common(encode, o);
+  encode->add_option("--checkpoint", ckpt, "a checkpoint of this graph")->required();
+  encode->add_option("--out", out, "FEATS.npy (labels go to FEATS.labels.npy)")->required();
+  encode->add_option("--output", output, "which entry of \"outputs\"")->capture_default_str();
+  encode->add_option("--split", split, "train or test")->capture_default_str();
+  table["encode"] = [&] { return cmd_encode(o, ckpt, out, output, split); };
+
+  auto* bench = app.add_subcommand("bench", "training throughput and time per op");
+  add_common(bench, o);
+  bench->add_option("--steps", steps, "timed steps")->capture_default_str();
+  bench->add_option("--warmup", warmup, "untimed steps first")->capture_default_str();
+  table["bench"] = [&] {
+    Model m = load_model(o.graph);
+    return run_bench(m, session_options(m, o), steps, warmup);
+  };
+
+  auto* grad = app.add_subcommand("gradcheck", "check an op's gradient against finite differences (f64)");
+  grad->add_option("--op", op, "the op")->required();
+  grad->add_option("--shape", shapes, "input shapes, one --shape per input: 4,7");
+  table["gradcheck"] = [&] { return cmd_gradcheck(op, shapes); };
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    for (auto* sub : app.get_subcommands()) return table.at(sub->get_name())();
+  } catch (const Error& e) {
+    fmt::print(stderr, "weft: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "weft: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

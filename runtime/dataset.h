@@ -1,0 +1,46 @@
+// Fashion-MNIST from Debian's dataset-fashion-mnist package: IDX files, gzip-compressed.
+// A Batcher serves shuffled batches; the order is a function of (seed, step) alone, so a
+// resumed run reads the batches an uninterrupted run would have read.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace weft {
+
+struct Dataset {
+  std::string dir, split;
+  int64_t n = 0, rows = 0, cols = 0;
+  std::vector<uint8_t> images;  // n * rows * cols
+  std::vector<uint8_t> labels;  // n
+};
+
+// $WEFT_DATA, else /usr/share/datasets/fashion-mnist.
+std::string default_data_dir();
+// Reads <dir>/<split>-images-idx3-ubyte.gz and the labels ("train" or "t10k" files).
+// Throws Error naming the file and, when the folder is missing, the package to install.
+Dataset load_fashion_mnist(const std::string& dir, const std::string& split);
+// Reads one IDX file (gzip or plain); `dims` gets its shape. Throws Error.
+std::vector<uint8_t> read_idx(const std::string& path, int expected_rank, std::vector<int64_t>& dims);
+
+class Batcher {
+ public:
+  Batcher(const Dataset& d, int64_t batch, uint64_t seed);
+  // The examples of training step `step` (drop-last batches, reshuffled every epoch).
+  const std::vector<int64_t>& indices(int64_t step);
+  // Pixels scaled to [low, high] into `images` ([batch, ...]); labels as numbers or one-hot.
+  void images(const std::vector<int64_t>& idx, Tensor& out, double low, double high) const;
+  void labels(const std::vector<int64_t>& idx, Tensor& out, bool onehot) const;
+
+ private:
+  const Dataset& d_;
+  int64_t batch_;
+  uint64_t seed_;
+  int64_t epoch_ = -1;
+  std::vector<int64_t> perm_, idx_;
+};
+
+}  // namespace weft

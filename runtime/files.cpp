@@ -1,0 +1,192 @@
+#include "runtime/files.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <png.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace weft {
+
+using json = nlohmann::json;
+
+void write_atomic(const std::string& path, const std::string& bytes) {
+  std::string dir = ".";
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
+  std::string tmp = fmt::format("{}.tmp.{}", path, getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw Error(path, "", fmt::format("cannot write: {}", std::strerror(errno)));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t r = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw Error(path, "", fmt::format("cannot write: {}", std::strerror(e)));
+    }
+    done += size_t(r);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw Error(path, "", fmt::format("cannot write: {}", std::strerror(errno)));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    throw Error(path, "", fmt::format("cannot rename into place: {}", std::strerror(e)));
+  }
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  size_t offset = 0;
+  for (auto& [name, t] : tensors) {
+    header[name] = {{"dtype", t.dtype() == DType::f32 ? "F32" : "F64"},
+                    {"shape", t.shape()},
+                    {"data_offsets", {offset, offset + t.bytes()}}};
+    offset += t.bytes();
+  }
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  uint64_t n = h.size();
+  for (int i = 0; i < 8; ++i) out[i] = char((n >> (8 * i)) & 0xff);
+  out += h;
+  out.reserve(out.size() + offset);
+  // Written in header order, which is the order of the offsets above.
+  for (auto& [name, t] : tensors) out.append(static_cast<const char*>(t.raw()), t.bytes());
+  write_atomic(path, out);
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path, "", "cannot open the checkpoint");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string bytes = ss.str();
+  auto fail = [&](const std::string& what) -> void { throw Error(path, "", "not a valid safetensors file: " + what); };
+  if (bytes.size() < 8) fail("shorter than its 8-byte header length");
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[i])) << (8 * i);
+  if (n > bytes.size() - 8) fail("the header length runs past the end of the file");
+  json header;
+  try {
+    header = json::parse(bytes.substr(8, n));
+  } catch (const json::exception& e) {
+    fail(std::string("the header is not JSON: ") + e.what());
+  }
+  if (!header.is_object()) fail("the header is not an object");
+  const size_t base = 8 + n, data_size = bytes.size() - base;
+  SafetensorsFile out;
+  for (auto& [name, e] : header.items()) {
+    if (name == "__metadata__") {
+      if (!e.is_object()) fail("__metadata__ is not an object");
+      for (auto& [k, v] : e.items()) {
+        if (!v.is_string()) fail("metadata values must be strings");
+        out.metadata[k] = v;
+      }
+      continue;
+    }
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+      fail("tensor '" + name + "' lacks dtype, shape or data_offsets");
+    DType dt;
+    if (e["dtype"] == "F32")
+      dt = DType::f32;
+    else if (e["dtype"] == "F64")
+      dt = DType::f64;
+    else
+      fail("tensor '" + name + "' has dtype " + e["dtype"].dump() + " (weft reads F32 and F64)");
+    Dims shape;
+    if (!e["shape"].is_array()) fail("tensor '" + name + "' has a bad shape");
+    for (auto& d : e["shape"]) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t(1) << 40)) fail("tensor '" + name + "' has a bad shape");
+      shape.push_back(d.get<int64_t>());
+    }
+    const json& off = e["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      fail("tensor '" + name + "' has bad data_offsets");
+    uint64_t b = off[0], en = off[1];
+    if (b > en || en > data_size) fail("tensor '" + name + "' lies outside the file");
+    Tensor t(dt, shape);
+    if (t.bytes() != en - b) fail("tensor '" + name + "' has " + std::to_string(en - b) + " bytes for shape " + dims_str(shape));
+    std::memcpy(t.raw(), bytes.data() + base + b, t.bytes());
+    out.tensors[name] = t;
+  }
+  return out;
+}
+
+static std::string npy_bytes(const std::string& descr, const Dims& shape, const void* data, size_t bytes) {
+  std::string sh = "(";
+  for (size_t i = 0; i < shape.size(); ++i) sh += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
+  sh += ")";
+  std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", descr, sh);
+  size_t total = 10 + dict.size() + 1;
+  dict.append((64 - total % 64) % 64, ' ');
+  dict += '\n';
+  std::string out = "\x93NUMPY";
+  out += char(1);
+  out += char(0);
+  out += char(dict.size() & 0xff);
+  out += char(dict.size() >> 8);
+  out += dict;
+  out.append(static_cast<const char*>(data), bytes);
+  return out;
+}
+
+void save_npy(const std::string& path, const Tensor& t) {
+  write_atomic(path, npy_bytes(t.dtype() == DType::f32 ? "<f4" : "<f8", t.shape(), t.raw(), t.bytes()));
+}
+
+void save_npy_u8(const std::string& path, const std::vector<uint8_t>& data, const Dims& shape) {
+  write_atomic(path, npy_bytes("|u1", shape, data.data(), data.size()));
+}
+
+void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int64_t w, double low,
+                   double high) {
+  const int64_t n = images.shape().at(0), per = h * w, pad = 2;
+  WEFT_ASSERT(images.numel() == n * per, "image grid shape");
+  const int64_t cols = int64_t(std::ceil(std::sqrt(double(n)))), rows = (n + cols - 1) / cols;
+  const int64_t W = cols * (w + pad) + pad, H = rows * (h + pad) + pad;
+  std::vector<uint8_t> px(size_t(W * H), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t r0 = pad + (i / cols) * (h + pad), c0 = pad + (i % cols) * (w + pad);
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        double v = (images.at(i * per + y * w + x) - low) / (high - low);
+        v = std::min(1.0, std::max(0.0, v));
+        px[size_t((r0 + y) * W + c0 + x)] = uint8_t(std::lround(v * 255));
+      }
+  }
+  png_image img;
+  std::memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  img.width = png_uint_32(W);
+  img.height = png_uint_32(H);
+  img.format = PNG_FORMAT_GRAY;
+  png_alloc_size_t size = 0;
+  if (!png_image_write_to_memory(&img, nullptr, &size, 0, px.data(), 0, nullptr))
+    throw Error(path, "", std::string("cannot encode PNG: ") + img.message);
+  std::string buf(size, '\0');
+  if (!png_image_write_to_memory(&img, buf.data(), &size, 0, px.data(), 0, nullptr))
+    throw Error(path, "", std::string("cannot encode PNG: ") + img.message);
+  buf.resize(size);
+  write_atomic(path, buf);
+}
+
+}  // namespace weft

@@ -1,0 +1,37 @@
+// Files weft writes and reads: safetensors checkpoints, .npy arrays, PNG image grids.
+// Every write is atomic: a temporary file in the same folder, fsync, then rename, so a
+// crash never leaves a half-written file under the real name.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace weft {
+
+void write_atomic(const std::string& path, const std::string& bytes);
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+// safetensors: a little-endian u64 header length, a JSON header of dtype/shape/offsets
+// and "__metadata__" (strings), then the raw data. Readable by Python's safetensors.
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata);
+struct SafetensorsFile {
+  std::map<std::string, Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+// Throws Error naming the file and what is wrong with it.
+SafetensorsFile load_safetensors(const std::string& path);
+
+// .npy version 1.0; f32/f64 tensors, or bytes as |u1.
+void save_npy(const std::string& path, const Tensor& t);
+void save_npy_u8(const std::string& path, const std::vector<uint8_t>& data, const Dims& shape);
+
+// A grid of grayscale images: `images` is [n, h*w] (or [n, 1, h, w]) valued in
+// [low, high], written as 8-bit PNG with a 2-pixel border.
+void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int64_t w,
+                   double low, double high);
+
+}  // namespace weft

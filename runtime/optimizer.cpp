@@ -1,0 +1,194 @@
+#include "runtime/optimizer.h"
+
+#include <fmt/format.h>
+#include <tbb/parallel_for.h>
+
+#include <cmath>
+
+namespace weft {
+
+namespace {
+
+const std::map<std::string, json> kDefaults = {
+    {"sgd", {{"lr", 0.01}, {"momentum", 0.0}, {"weight_decay", 0.0}, {"nesterov", false}}},
+    {"adam", {{"lr", 1e-3}, {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}}},
+    {"rmsprop", {{"lr", 1e-2}, {"alpha", 0.99}, {"eps", 1e-8}, {"momentum", 0.0}, {"weight_decay", 0.0}}},
+};
+
+// Runs f(begin, end) over [0, n) in parallel chunks.
+template <class F>
+void chunks(int64_t n, F f) {
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, 1 << 14),
+                    [&](const tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); });
+}
+
+template <class T>
+struct Typed {
+  static T* p(const Tensor& t) { return t.data<T>(); }
+};
+
+class Sgd : public Optimizer {
+ public:
+  Sgd(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
+      : lr_(c["lr"]), mom_(c["momentum"]), wd_(c["weight_decay"]), nesterov_(c["nesterov"]) {
+    if (mom_ != 0)
+      for (size_t i = 0; i < params.size(); ++i)
+        state_.push_back({names[i] + ".momentum", Tensor(params[i].dtype(), params[i].shape())});
+    state_.push_back({"t", Tensor(DType::f64, {1})});
+  }
+  void step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) override {
+    double t = state_.back().second.at(0);
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (params[i].dtype() == DType::f32)
+        update<float>(params[i], *grads[i], i, t);
+      else
+        update<double>(params[i], *grads[i], i, t);
+    }
+    state_.back().second.set(0, t + 1);
+  }
+
+ private:
+  template <class T>
+  void update(const Tensor& pt, const Tensor& gt, size_t i, double t) {
+    T* p = pt.data<T>();
+    const T* g = gt.data<T>();
+    T* buf = mom_ != 0 ? state_[i].second.data<T>() : nullptr;
+    const T lr = T(lr_), mom = T(mom_), wd = T(wd_);
+    const bool first = t == 0, nesterov = nesterov_;
+    chunks(pt.numel(), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        T d = g[k] + wd * p[k];
+        if (buf) {
+          buf[k] = first ? d : mom * buf[k] + d;
+          d = nesterov ? d + mom * buf[k] : buf[k];
+        }
+        p[k] -= lr * d;
+      }
+    });
+  }
+  double lr_, mom_, wd_;
+  bool nesterov_;
+};
+
+class Adam : public Optimizer {
+ public:
+  Adam(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
+      : lr_(c["lr"]), b1_(c["beta1"]), b2_(c["beta2"]), eps_(c["eps"]), wd_(c["weight_decay"]) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      state_.push_back({names[i] + ".m", Tensor(params[i].dtype(), params[i].shape())});
+      state_.push_back({names[i] + ".v", Tensor(params[i].dtype(), params[i].shape())});
+    }
+    state_.push_back({"t", Tensor(DType::f64, {1})});
+  }
+  void step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) override {
+    double t = state_.back().second.at(0) + 1;
+    state_.back().second.set(0, t);
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (params[i].dtype() == DType::f32)
+        update<float>(params[i], *grads[i], i, t);
+      else
+        update<double>(params[i], *grads[i], i, t);
+    }
+  }
+
+ private:
+  template <class T>
+  void update(const Tensor& pt, const Tensor& gt, size_t i, double t) {
+    T* p = pt.data<T>();
+    const T* g = gt.data<T>();
+    T* m = state_[2 * i].second.data<T>();
+    T* v = state_[2 * i + 1].second.data<T>();
+    const T b1 = T(b1_), b2 = T(b2_), wd = T(wd_), eps = T(eps_);
+    // lr * mhat / (sqrt(vhat) + eps) with the bias corrections folded into two scalars.
+    const T step = T(lr_ / (1 - std::pow(b1_, t)));
+    const T vscale = T(1 / std::sqrt(1 - std::pow(b2_, t)));
+    chunks(pt.numel(), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        T d = g[k] + wd * p[k];
+        m[k] = b1 * m[k] + (1 - b1) * d;
+        v[k] = b2 * v[k] + (1 - b2) * d * d;
+        p[k] -= step * m[k] / (std::sqrt(v[k]) * vscale + eps);
+      }
+    });
+  }
+  double lr_, b1_, b2_, eps_, wd_;
+};
+
+class RmsProp : public Optimizer {
+ public:
+  RmsProp(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
+      : lr_(c["lr"]), alpha_(c["alpha"]), eps_(c["eps"]), mom_(c["momentum"]), wd_(c["weight_decay"]) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      state_.push_back({names[i] + ".square_avg", Tensor(params[i].dtype(), params[i].shape())});
+      state_.push_back({names[i] + ".momentum", Tensor(params[i].dtype(), params[i].shape())});
+    }
+    state_.push_back({"t", Tensor(DType::f64, {1})});
+  }
+  void step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) override {
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (params[i].dtype() == DType::f32)
+        update<float>(params[i], *grads[i], i);
+      else
+        update<double>(params[i], *grads[i], i);
+    }
+    state_.back().second.set(0, state_.back().second.at(0) + 1);
+  }
+
+ private:
+  template <class T>
+  void update(const Tensor& pt, const Tensor& gt, size_t i) {
+    T* p = pt.data<T>();
+    const T* g = gt.data<T>();
+    T* sq = state_[2 * i].second.data<T>();
+    T* buf = state_[2 * i + 1].second.data<T>();
+    const T lr = T(lr_), a = T(alpha_), eps = T(eps_), mom = T(mom_), wd = T(wd_);
+    chunks(pt.numel(), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        T d = g[k] + wd * p[k];
+        sq[k] = a * sq[k] + (1 - a) * d * d;
+        T u = d / (std::sqrt(sq[k]) + eps);
+        if (mom != 0) u = buf[k] = mom * buf[k] + u;
+        p[k] -= lr * u;
+      }
+    });
+  }
+  double lr_, alpha_, eps_, mom_, wd_;
+};
+
+}  // namespace
+
+json check_optimizer(const json& spec) {
+  if (!spec.is_object() || spec.size() != 1 || !kDefaults.count(spec.begin().key()))
+    throw AttrError("", "expected one of {\"adam\": {...}}, {\"sgd\": {...}}, {\"rmsprop\": {...}}, got " + spec.dump());
+  std::string kind = spec.begin().key();
+  const json& given = spec.begin().value();
+  if (!given.is_object()) throw AttrError(kind, "expected an object of settings");
+  json out = kDefaults.at(kind);
+  for (auto& [k, v] : given.items()) {
+    if (!out.contains(k)) {
+      std::vector<std::string> known;
+      for (auto& [kk, vv] : out.items()) known.push_back(kk);
+      throw AttrError(kind + "/" + k, fmt::format("unknown setting \"{}\" of {} (it takes: {})", k, kind, fmt::join(known, ", ")));
+    }
+    if (out[k].is_boolean() ? !v.is_boolean() : !v.is_number())
+      throw AttrError(kind + "/" + k, fmt::format("expected {}, got {}", out[k].is_boolean() ? "true or false" : "a number", v.dump()));
+    out[k] = v;
+  }
+  if (!(out["lr"].get<double>() > 0)) throw AttrError(kind + "/lr", "expected lr > 0");
+  for (const char* b : {"beta1", "beta2", "alpha", "momentum"})
+    if (out.contains(b) && !(out[b].get<double>() >= 0 && out[b].get<double>() < 1))
+      throw AttrError(kind + "/" + b, fmt::format("expected {} in [0, 1)", b));
+  return json{{kind, out}};
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const json& spec, const std::vector<Tensor>& params,
+                                          const std::vector<std::string>& names) {
+  json c = check_optimizer(spec);
+  std::string kind = c.begin().key();
+  const json& s = c.begin().value();
+  if (kind == "sgd") return std::make_unique<Sgd>(s, params, names);
+  if (kind == "adam") return std::make_unique<Adam>(s, params, names);
+  return std::make_unique<RmsProp>(s, params, names);
+}
+
+}  // namespace weft

@@ -1,0 +1,21 @@
+// The one place that decides threads. Debian's oneDNN runs each primitive on an OpenMP
+// team; weft's executor schedules steps on TBB. Both pools on two cores oversubscribe, so
+// the policy (measured with `weft bench`, see README "Threading") is:
+//   - oneDNN's OpenMP team gets all `threads` (the big matrix products scale well);
+//   - the executor runs steps one after another in plan order by default, because on a
+//     few cores running two OpenMP-parallel primitives side by side mostly adds contention;
+//     `parallel` runs independent branches side by side on TBB, which pays when a graph
+//     has many small independent steps and more cores.
+#pragma once
+
+namespace weft {
+
+struct ThreadPolicy {
+  int threads = 0;        // 0: all cores
+  bool parallel = false;  // run independent steps side by side on TBB
+};
+
+// Applies the policy to TBB and OpenMP for the whole process; returns the thread count.
+int apply_threads(const ThreadPolicy& p);
+
+}  // namespace weft

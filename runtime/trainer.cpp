@@ -1,0 +1,306 @@
+#include "runtime/trainer.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "runtime/autodiff.h"
+#include "runtime/files.h"
+#include "runtime/init.h"
+#include "runtime/rng.h"
+
+namespace weft {
+
+namespace {
+uint64_t name_key(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+constexpr uint64_t kSampleStream = 0x5a3b1e;
+}  // namespace
+
+Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o)) {
+  if (opt.batch <= 0) opt.batch = model.train.batch;
+  for (const ModelParam& p : model.params) {
+    Tensor t(opt.dtype, bind_batch(p.shape, 1));
+    initialize(t, p.init, p.fan_in, p.fan_out, opt.seed, p.name);
+    params[p.name] = t;
+  }
+  Builder b(model.graph);
+  for (const PhaseSpec& ps : model.train.phases) {
+    Phase ph;
+    ph.spec = ps;
+    std::vector<ValueId> wrt;
+    for (auto& name : ps.params) {
+      wrt.push_back(model.param(name)->id);
+      ph.param_tensors.push_back(params.at(name));
+    }
+    try {
+      ph.grads = gradients(b, ps.loss, wrt);
+    } catch (const ShapeError& e) {
+      throw Error(model.file, ps.where, e.what());
+    }
+    std::vector<ValueId> targets{ps.loss};
+    targets.insert(targets.end(), ph.grads.begin(), ph.grads.end());
+    ph.bound = bind_plan(targets, opt.batch);
+    ph.opt = make_optimizer(ps.optimizer, ph.param_tensors, ps.params);
+    phases.push_back(std::move(ph));
+  }
+  for (auto& ph : phases)
+    if (reads_data(ph.bound)) data_draws_per_step_ += ph.spec.repeat;
+}
+
+bool Session::reads_data(const BoundPlan& b) const {
+  for (auto& name : b.used)
+    for (auto& in : model.inputs)
+      if (in.name == name && in.source.rfind("data.", 0) == 0) return true;
+  return false;
+}
+
+const Dataset* Session::dataset(const std::string& split) {
+  auto& d = data_[split];
+  if (!d) d = std::make_unique<Dataset>(load_fashion_mnist(opt.data_dir.empty() ? default_data_dir() : opt.data_dir, split));
+  return d.get();
+}
+
+BoundPlan Session::bind_plan(const std::vector<ValueId>& targets, int64_t batch) {
+  BoundPlan b;
+  PlanOptions po;
+  po.batch = batch;
+  po.dtype = opt.dtype;
+  for (auto& [name, t] : params) po.bindings[name] = t;
+  for (auto& in : model.inputs) {
+    Tensor t(opt.dtype, bind_batch(in.shape, batch));
+    b.inputs[in.name] = t;
+    po.bindings[in.name] = t;
+  }
+  for (int i : model.graph.ancestors(targets)) {
+    const Node& n = model.graph.nodes[i];
+    if (n.op() == "input") b.used.push_back(n.attrs.at("name"));
+  }
+  try {
+    b.plan = compile_plan(model.graph, targets, po);
+  } catch (const Error& e) {
+    throw Error(model.file, e.where(), e.message());
+  }
+  return b;
+}
+
+void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<int64_t>* examples,
+                          const Dataset* d) {
+  for (auto& name : b.used) {
+    const ModelInput* in = nullptr;
+    for (auto& x : model.inputs)
+      if (x.name == name) in = &x;
+    WEFT_ASSERT(in, "unknown input " + name);
+    Tensor& t = b.inputs.at(name);
+    if (in->source == "data.images") {
+      Batcher(*d, 1, 0).images(*examples, t, model.data.low, model.data.high);
+    } else if (in->source == "data.labels" || in->source == "data.onehot") {
+      Batcher(*d, 1, 0).labels(*examples, t, in->source == "data.onehot");
+    } else {
+      const uint64_t key = stream_key(noise_key, name_key(name));
+      const int64_t n = t.numel();
+      const bool normal = in->source == "normal";
+      const double a = in->a, s = in->b;
+      if (t.dtype() == DType::f32) {
+        float* p = t.data<float>();
+        for (int64_t i = 0; i < n; ++i)
+          p[i] = float(normal ? a + s * normal01(key, uint64_t(i)) : a + (s - a) * uniform01(key, uint64_t(i)));
+      } else {
+        double* p = t.data<double>();
+        for (int64_t i = 0; i < n; ++i)
+          p[i] = normal ? a + s * normal01(key, uint64_t(i)) : a + (s - a) * uniform01(key, uint64_t(i));
+      }
+    }
+  }
+}
+
+std::vector<double> Session::train_step(StepTimes* times) {
+  std::vector<double> losses;
+  int draw = 0;
+  const Dataset* d = data_draws_per_step_ > 0 ? dataset(model.data.split) : nullptr;
+  if (d && !batcher_) batcher_ = std::make_unique<Batcher>(*d, opt.batch, opt.seed);
+  for (size_t pi = 0; pi < phases.size(); ++pi) {
+    Phase& ph = phases[pi];
+    const bool uses_data = reads_data(ph.bound);
+    for (int r = 0; r < ph.spec.repeat; ++r) {
+      const std::vector<int64_t>* examples = nullptr;
+      if (uses_data) examples = &batcher_->indices(step * data_draws_per_step_ + draw++);
+      const uint64_t where = uint64_t(pi) * 1024 + uint64_t(r);
+      fill_inputs(ph.bound, stream_key(opt.seed, uint64_t(step), where), examples, d);
+      RunContext ctx{opt.seed, uint64_t(step), where, true};
+      run_plan(*ph.bound.plan, ctx, opt.parallel, times);
+      std::vector<const Tensor*> grads;
+      for (size_t k = 0; k < ph.grads.size(); ++k) grads.push_back(&ph.bound.plan->target(1 + k));
+      ph.opt->step(ph.param_tensors, grads);
+    }
+    losses.push_back(ph.bound.plan->target(0).at(0));
+  }
+  ++step;
+  return losses;
+}
+
+Tensor Session::evaluate(const std::string& output, int64_t n, const std::string& split, int64_t first) {
+  auto it = model.outputs.find(output);
+  if (it == model.outputs.end())
+    throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
+  BoundPlan b = bind_plan({it->second}, n);
+  std::vector<int64_t> examples;
+  const Dataset* d = reads_data(b) ? dataset(split) : nullptr;
+  if (d) {
+    if (first + n > d->n) throw Error(fmt::format("examples {}..{} are past the end of the {} split ({})", first, first + n, split, d->n));
+    for (int64_t i = 0; i < n; ++i) examples.push_back(first + i);
+  }
+  fill_inputs(b, stream_key(opt.seed, kSampleStream), &examples, d);
+  RunContext ctx{opt.seed, 0, 0, false};
+  run_plan(*b.plan, ctx, opt.parallel);
+  return b.plan->target(0).to(opt.dtype);
+}
+
+void Session::save_checkpoint(const std::string& path) const {
+  NamedTensors t;
+  for (auto& [name, p] : params) t.push_back({"param/" + name, p});
+  for (size_t pi = 0; pi < phases.size(); ++pi)
+    for (auto& [name, s] : phases[pi].opt->state()) t.push_back({fmt::format("opt/{}/{}", pi, name), s});
+  std::map<std::string, std::string> meta = {
+      {"format", "weft-checkpoint-1"},
+      {"graph", model.name},
+      {"step", std::to_string(step)},
+      {"seed", std::to_string(opt.seed)},
+      {"batch", std::to_string(opt.batch)},
+      {"dtype", dtype_name(opt.dtype)},
+      // Every draw is a function of (seed, step, phase, node): this is the whole RNG state.
+      {"rng", fmt::format("counter-based; seed {} at step {}", opt.seed, step)}};
+  save_safetensors(path, t, meta);
+}
+
+void Session::load_checkpoint(const std::string& path, bool to_continue) {
+  SafetensorsFile f = load_safetensors(path);
+  auto meta = [&](const std::string& k) {
+    auto it = f.metadata.find(k);
+    if (it == f.metadata.end()) throw Error(path, "", "not a weft checkpoint (no \"" + k + "\" in its metadata)");
+    return it->second;
+  };
+  if (meta("format") != "weft-checkpoint-1") throw Error(path, "", "unknown checkpoint format " + meta("format"));
+  if (to_continue && std::stoll(meta("batch")) != opt.batch)
+    throw Error(path, "", fmt::format("the checkpoint was trained with batch {}, this run uses {}", meta("batch"), opt.batch));
+  if (to_continue && std::stoull(meta("seed")) != opt.seed)
+    throw Error(path, "", fmt::format("the checkpoint was trained with seed {}, this run uses {}", meta("seed"), opt.seed));
+  auto take = [&](const std::string& key, Tensor& dst) {
+    auto it = f.tensors.find(key);
+    if (it == f.tensors.end()) throw Error(path, "", "the checkpoint has no tensor '" + key + "': was it made from another graph?");
+    if (it->second.shape() != dst.shape())
+      throw Error(path, "", fmt::format("tensor '{}' has shape {} in the checkpoint, the graph needs {}", key,
+                                        dims_str(it->second.shape()), dims_str(dst.shape())));
+    dst.copy_from(it->second);
+  };
+  for (auto& [name, p] : params) take("param/" + name, p);
+  for (size_t pi = 0; pi < phases.size(); ++pi)
+    for (auto& [name, s] : phases[pi].opt->state()) take(fmt::format("opt/{}/{}", pi, name), s);
+  step = std::stoll(meta("step"));
+}
+
+bool write_samples(Session& s, int64_t n, const std::string& path) {
+  auto it = s.model.outputs.find("samples");
+  if (it == s.model.outputs.end()) return false;
+  Shape shape = s.model.graph.shape(it->second);
+  if (shape.empty()) return false;
+  Dim per = shape_numel(Shape(shape.begin() + 1, shape.end()));
+  int64_t side = int64_t(std::lround(std::sqrt(double(per.n))));
+  if (per.batch || side * side != per.n || side < 4) return false;
+  Tensor img = s.evaluate("samples", n, "test", 0);
+  save_png_grid(path, img.view({n, side * side}), side, side, s.model.data.low, s.model.data.high);
+  return true;
+}
+
+std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_in, const TrainOptions& to) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(to.out_dir, ec);
+  if (ec) throw Error(to.out_dir, "", "cannot create the run folder: " + ec.message());
+  const std::string ckpt = to.out_dir + "/checkpoint.safetensors", metrics = to.out_dir + "/metrics.csv";
+  SessionOptions so = so_in;
+  if (to.resume && !fs::exists(ckpt)) throw Error(ckpt, "", "no checkpoint to resume from");
+  auto s = std::make_unique<Session>(m, so);
+  if (to.resume) s->load_checkpoint(ckpt);
+  const int64_t steps = to.steps > 0 ? to.steps : m.train.steps;
+  const int64_t log_every = to.log_every > 0 ? to.log_every : m.train.log_every;
+  const int64_t sample_every = to.sample_every > 0 ? to.sample_every : m.train.sample_every;
+  const int64_t ckpt_every = to.checkpoint_every > 0 ? to.checkpoint_every : m.train.checkpoint_every;
+
+  // Metrics: a resumed run keeps the rows up to its checkpoint.
+  std::vector<std::string> names;
+  for (auto& ph : s->phases) names.push_back(ph.spec.loss_name);
+  std::string header = fmt::format("step,{},samples_per_s", fmt::join(names, ","));
+  std::string kept = header + "\n";
+  if (to.resume) {
+    std::ifstream old(metrics);
+    std::string line;
+    std::getline(old, line);
+    while (std::getline(old, line)) {
+      if (line.empty()) continue;
+      if (std::stoll(line.substr(0, line.find(','))) <= s->step) kept += line + "\n";
+    }
+  }
+  write_atomic(metrics, kept);
+  std::ofstream out(metrics, std::ios::app);
+
+  const bool tty = isatty(2) && !to.quiet;
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now(), tlast = t0;
+  const int64_t start = s->step;
+  int64_t since = 0;
+  double rate = 0;
+  while (s->step < steps) {
+    std::vector<double> losses = s->train_step();
+    const int64_t st = s->step;
+    for (size_t i = 0; i < losses.size(); ++i)
+      if (!std::isfinite(losses[i]))
+        throw Error(m.file, s->phases[i].spec.where,
+                    fmt::format("loss '{}' is {} at step {}; the last checkpoint is kept", names[i], losses[i], st));
+    ++since;
+    auto now = clock::now();
+    double dt = std::chrono::duration<double>(now - tlast).count();
+    if (dt > 0.5 || st == steps) {
+      rate = double(since * s->opt.batch) / dt;
+      since = 0;
+      tlast = now;
+    }
+    out << st;
+    for (double l : losses) out << ',' << fmt::format("{:.6g}", l);
+    out << ',' << fmt::format("{:.1f}", rate) << '\n';
+    if (tty || (!to.quiet && (st % log_every == 0 || st == steps))) {
+      double elapsed = std::chrono::duration<double>(now - t0).count();
+      double eta = double(steps - st) * elapsed / double(std::max<int64_t>(1, st - start));
+      std::string line = fmt::format("step {}/{}", st, steps);
+      for (size_t i = 0; i < losses.size(); ++i) line += fmt::format("  {} {:.4f}", names[i], losses[i]);
+      line += fmt::format("  {:.0f} samples/s  ETA {}:{:02d}", rate, int(eta) / 60, int(eta) % 60);
+      if (tty)
+        fmt::print(stderr, "\r{}\x1b[K", line);
+      else
+        fmt::print(stderr, "{}\n", line);
+    }
+    if (st % sample_every == 0 && st != steps)
+      write_samples(*s, 64, fmt::format("{}/samples_step{:06d}.png", to.out_dir, st));
+    if (st % ckpt_every == 0 && st != steps) {
+      out.flush();
+      s->save_checkpoint(ckpt);
+    }
+  }
+  if (tty) fmt::print(stderr, "\n");
+  out.flush();
+  if (write_samples(*s, 64, to.out_dir + "/samples.png") && !to.quiet)
+    fmt::print("samples: {}/samples.png\n", to.out_dir);
+  s->save_checkpoint(ckpt);
+  if (!to.quiet) fmt::print("checkpoint: {}\nmetrics: {}\n", ckpt, metrics);
+  return s;
+}
+
+}  // namespace weft

@@ -1,0 +1,88 @@
+// Training a model: a Session holds the parameters, one compiled plan per phase and the
+// optimizers; a step runs each phase (its plan on fresh inputs, then its optimizer).
+// run_training adds what a person watches: progress, metrics, samples, checkpoints.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/dataset.h"
+#include "runtime/executor.h"
+#include "runtime/model.h"
+#include "runtime/optimizer.h"
+
+namespace weft {
+
+struct SessionOptions {
+  int64_t batch = 0;  // 0: the graph's train.batch
+  uint64_t seed = 0;
+  DType dtype = DType::f32;
+  bool parallel = false;
+  std::string data_dir;  // "": default_data_dir()
+};
+
+// A compiled plan with the input tensors bound to it.
+struct BoundPlan {
+  std::unique_ptr<Plan> plan;
+  std::map<std::string, Tensor> inputs;
+  std::vector<std::string> used;  // inputs the plan reads
+};
+
+class Session {
+ public:
+  Session(const Model& m, SessionOptions opt);
+
+  Model model;  // a copy: autodiff adds the backward nodes to its graph
+  SessionOptions opt;
+  std::map<std::string, Tensor> params;
+  int64_t step = 0;
+
+  // One training step: every phase, `repeat` times; returns each phase's last loss.
+  std::vector<double> train_step(StepTimes* times = nullptr);
+  // The named output for `n` examples in inference mode: noise drawn from a fixed stream,
+  // data (if needed) from `split`, examples [first, first + n).
+  Tensor evaluate(const std::string& output, int64_t n, const std::string& split, int64_t first);
+
+  void save_checkpoint(const std::string& path) const;
+  // to_continue: the run goes on training, so batch and seed must match the checkpoint's.
+  void load_checkpoint(const std::string& path, bool to_continue = true);
+
+  struct Phase {
+    PhaseSpec spec;
+    std::vector<ValueId> grads;
+    BoundPlan bound;
+    std::unique_ptr<Optimizer> opt;
+    std::vector<Tensor> param_tensors;
+  };
+  std::vector<Phase> phases;
+  const Dataset* dataset(const std::string& split);
+
+ private:
+  BoundPlan bind_plan(const std::vector<ValueId>& targets, int64_t batch);
+  bool reads_data(const BoundPlan& b) const;
+  void fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<int64_t>* examples,
+                   const Dataset* d);
+  std::map<std::string, std::unique_ptr<Dataset>> data_;
+  std::unique_ptr<Batcher> batcher_;
+  int data_draws_per_step_ = 0;
+};
+
+struct TrainOptions {
+  int64_t steps = 0;  // 0: the graph's train.steps
+  std::string out_dir = "runs/default";
+  bool resume = false;
+  bool quiet = false;
+  int64_t log_every = 0, sample_every = 0, checkpoint_every = 0;  // 0: the graph's
+};
+
+// Trains, writing DIR/metrics.csv, DIR/samples.png (and per-step grids) and
+// DIR/checkpoint.safetensors. Returns the session at the end.
+std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so, const TrainOptions& to);
+
+// Writes a PNG grid of the "samples" output for `n` examples; false if the model has no
+// image-shaped samples output.
+bool write_samples(Session& s, int64_t n, const std::string& path);
+
+}  // namespace weft
