@@ -3,6 +3,22 @@
 #include "ops/common.h"
 
 namespace weft::ops {
+namespace {
+
+// mean: over every element; sum: over every element; example: summed over each example's
+// features, then averaged over the batch (axis 0) -- the per-example error.
+Val reduce_loss(Builder& b, Val v, const std::string& mode) {
+  if (mode == "example" && v.shape().size() > 1) {
+    json axes = json::array();
+    for (size_t i = 1; i < v.shape().size(); ++i) axes.push_back(i);
+    return b.op("mean", {b.op("sum", {v}, {{"axes", axes}})});
+  }
+  return b.op(mode == "sum" ? "sum" : "mean", {v});
+}
+
+const std::vector<std::string> kReductions = {"mean", "sum", "example"};
+
+}  // namespace
 
 // bce_with_logits(x[, target]) = mean(softplus(x) - x * t): binary cross-entropy on
 // logits, stable for large |x|. t is the `target` attribute or a second input.
@@ -25,26 +41,32 @@ WEFT_OP(bce_with_logits)
            .extra = {{{{4, 3}, {4, 3}}, json::object()}}});
 
 WEFT_OP(mse)
-    .doc("mean squared error mean((a - b)^2)")
+    .doc("squared error (a - b)^2, reduced by `reduction`")
     .input("a").input("b").output("loss")
-    .expand([](Builder& b, const std::vector<Val>& in, const json&) {
+    .choice("reduction", kReductions, "mean",
+            "mean: over all elements; sum: over all; example: summed per example, averaged over the batch")
+    .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
       if (in[0].shape() != in[1].shape())
         throw ShapeError("mse compares values of one shape, got " + shape_str(in[0].shape()) +
                          " and " + shape_str(in[1].shape()));
-      return std::vector<Val>{b.op("mean", {b.op("square", {in[0] - in[1]})})};
+      return std::vector<Val>{reduce_loss(b, b.op("square", {in[0] - in[1]}), attrs.at("reduction"))};
     })
-    .test({.cases = {{{4, 3}, {4, 3}}}, .order = 2});
+    .test({.cases = {{{4, 3}, {4, 3}}},
+           .order = 2,
+           .extra = {{{{4, 3}, {4, 3}}, {{"reduction", "example"}}}, {{{5}, {5}}, {{"reduction", "sum"}}}}});
 
 WEFT_OP(l1)
-    .doc("mean (or sum) of |a - b|, or of |a| alone: an L1 penalty or loss")
+    .doc("|a - b|, or |a| alone (an L1 penalty on a code), reduced by `reduction`")
     .input("a").optional_input("b").output("loss")
-    .choice("reduction", {"mean", "sum"}, "mean", "how elements are combined")
+    .choice("reduction", kReductions, "mean",
+            "mean: over all elements; sum: over all; example: summed per example, averaged over the batch")
     .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
       Val d = in.size() == 2 ? in[0] - in[1] : in[0];
       if (d.shape() != in[0].shape()) throw ShapeError("l1 compares values of one shape");
-      return std::vector<Val>{b.op(attrs.at("reduction").get<std::string>(), {b.op("abs", {d})})};
+      return std::vector<Val>{reduce_loss(b, b.op("abs", {d}), attrs.at("reduction"))};
     })
-    .test({.cases = {{{4, 3}}, {{4, 3}, {4, 3}}}, .avoid = 0.1, .order = 2});
+    .test({.cases = {{{4, 3}}, {{4, 3}, {4, 3}}}, .avoid = 0.1, .order = 2,
+           .extra = {{{{4, 3}}, {{"reduction", "example"}}}}});
 
 // kl_sparsity(h) = sum_j KL(rho || rho_hat_j), rho_hat_j the mean activation of unit j over
 // the batch: rho log(rho / rho_hat) + (1 - rho) log((1 - rho) / (1 - rho_hat)).

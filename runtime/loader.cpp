@@ -378,6 +378,8 @@ class Loader {
       if (!local.empty() && scope && scope->net) {
         scope->local[local] = out;
         globals_[node_name] = out;
+      } else if (!id.empty()) {
+        globals_[id] = out;  // inline nodes with ids can be named too (train.log, outputs)
       }
       return out;
     } catch (const AttrError& e) {
@@ -506,7 +508,7 @@ class Loader {
   void load_train() {
     if (!root_.contains("train")) return;
     const json& t = root_["train"];
-    check_keys(t, "/train", {"batch", "steps", "seed", "phases", "log_every", "sample_every", "checkpoint_every"});
+    check_keys(t, "/train", {"batch", "steps", "seed", "phases", "log", "log_every", "sample_every", "checkpoint_every"});
     TrainSpec& ts = m_.train;
     ts.batch = positive(t, "batch", "/train", ts.batch);
     ts.steps = positive(t, "steps", "/train", ts.steps);
@@ -557,6 +559,18 @@ class Loader {
       }
       if (p.contains("repeat")) ph.repeat = int(positive(p, "repeat", w, 1));
       ts.phases.push_back(ph);
+    }
+    if (t.contains("log")) {
+      const json& l = t["log"];
+      if (!l.is_array()) fail("/train/log", "expected a list of ids of scalars");
+      for (size_t i = 0; i < l.size(); ++i) {
+        std::string w = ptr("/train/log", i);
+        if (!l[i].is_string()) fail(w, "expected an id");
+        ValueId v = lookup(l[i], nullptr, w).id;
+        if (!m_.graph.shape(v).empty())
+          fail(w, fmt::format("only scalars are logged, but '{}' has shape {}", l[i].get<std::string>(), shape_str(m_.graph.shape(v))));
+        ts.log.push_back({l[i], v});
+      }
     }
   }
 };

@@ -49,6 +49,7 @@ struct TrainSpec {
   uint64_t seed = 0;
   int64_t log_every = 50, sample_every = 500, checkpoint_every = 500;
   std::vector<PhaseSpec> phases;
+  std::vector<std::pair<std::string, ValueId>> log;  // extra scalars written to the metrics
 };
 
 struct Model {

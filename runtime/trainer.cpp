@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -48,6 +49,17 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
     }
     std::vector<ValueId> targets{ps.loss};
     targets.insert(targets.end(), ph.grads.begin(), ph.grads.end());
+    auto needed = model.graph.ancestors({ps.loss});
+    for (size_t li = 0; li < model.train.log.size(); ++li) {
+      ValueId v = model.train.log[li].second;
+      bool first = std::none_of(phases.begin(), phases.end(), [&](const Phase& p) {
+        return std::any_of(p.logs.begin(), p.logs.end(), [&](auto& l) { return l.first == li; });
+      });
+      if (first && std::binary_search(needed.begin(), needed.end(), v.node)) {
+        ph.logs.push_back({li, targets.size()});
+        targets.push_back(v);
+      }
+    }
     ph.bound = bind_plan(targets, opt.batch);
     ph.opt = make_optimizer(ps.optimizer, ph.param_tensors, ps.params);
     phases.push_back(std::move(ph));
@@ -143,6 +155,10 @@ std::vector<double> Session::train_step(StepTimes* times) {
     }
     losses.push_back(ph.bound.plan->target(0).at(0));
   }
+  std::vector<double> logged(model.train.log.size(), std::nan(""));
+  for (auto& ph : phases)
+    for (auto& [li, t] : ph.logs) logged[li] = ph.bound.plan->target(t).at(0);
+  losses.insert(losses.end(), logged.begin(), logged.end());
   ++step;
   return losses;
 }
@@ -238,6 +254,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
   // Metrics: a resumed run keeps the rows up to its checkpoint.
   std::vector<std::string> names;
   for (auto& ph : s->phases) names.push_back(ph.spec.loss_name);
+  for (auto& [name, v] : m.train.log) names.push_back(name);
   std::string header = fmt::format("step,{},samples_per_s", fmt::join(names, ","));
   std::string kept = header + "\n";
   if (to.resume) {
@@ -261,7 +278,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
   while (s->step < steps) {
     std::vector<double> losses = s->train_step();
     const int64_t st = s->step;
-    for (size_t i = 0; i < losses.size(); ++i)
+    for (size_t i = 0; i < s->phases.size(); ++i)
       if (!std::isfinite(losses[i]))
         throw Error(m.file, s->phases[i].spec.where,
                     fmt::format("loss '{}' is {} at step {}; the last checkpoint is kept", names[i], losses[i], st));

@@ -39,7 +39,8 @@ class Session {
   std::map<std::string, Tensor> params;
   int64_t step = 0;
 
-  // One training step: every phase, `repeat` times; returns each phase's last loss.
+  // One training step: every phase, `repeat` times; returns each phase's last loss, then
+  // the values of train.log (each computed by the first phase whose loss depends on it).
   std::vector<double> train_step(StepTimes* times = nullptr);
   // The named output for `n` examples in inference mode: noise drawn from a fixed stream,
   // data (if needed) from `split`, examples [first, first + n).
@@ -55,6 +56,7 @@ class Session {
     BoundPlan bound;
     std::unique_ptr<Optimizer> opt;
     std::vector<Tensor> param_tensors;
+    std::vector<std::pair<size_t, size_t>> logs;  // (index in train.log, plan target)
   };
   std::vector<Phase> phases;
   const Dataset* dataset(const std::string& split);

@@ -1,0 +1,212 @@
+// End to end on real Fashion-MNIST: the data reader, the shipped graphs training the way
+// they should, and checkpoints: readable elsewhere, and a resumed run equal to an
+// uninterrupted one.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "runtime/dataset.h"
+#include "runtime/files.h"
+#include "runtime/model.h"
+#include "runtime/threading.h"
+#include "runtime/trainer.h"
+
+using namespace weft;
+namespace fs = std::filesystem;
+
+static std::string graph(const std::string& name) { return std::string(WEFT_SOURCE_DIR) + "/graphs/" + name; }
+
+static fs::path fresh_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("weft_test_" + name);
+  fs::remove_all(p);
+  return p;
+}
+
+static std::vector<std::vector<double>> read_metrics(const fs::path& file) {
+  std::ifstream f(file);
+  std::string line;
+  std::getline(f, line);
+  std::vector<std::vector<double>> rows;
+  while (std::getline(f, line)) {
+    std::vector<double> row;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) row.push_back(std::stod(cell));
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+TEST_CASE("Fashion-MNIST is read from Debian's IDX files") {
+  Dataset train = load_fashion_mnist(default_data_dir(), "train");
+  Dataset test = load_fashion_mnist(default_data_dir(), "test");
+  CHECK(train.n == 60000);
+  CHECK(test.n == 10000);
+  CHECK(train.rows == 28);
+  std::vector<int> per_class(10, 0);
+  for (auto l : train.labels) per_class[l]++;
+  for (int c : per_class) CHECK(c == 6000);
+  // Scaling: [0, 255] -> [low, high]; one batch's pixels stay inside the range.
+  Batcher b(train, 64, 1);
+  Tensor img(DType::f32, {64, 784});
+  b.images(b.indices(0), img, -1, 1);
+  double lo = 1, hi = -1;
+  for (int64_t i = 0; i < img.numel(); ++i) lo = std::min(lo, img.at(i)), hi = std::max(hi, img.at(i));
+  CHECK(lo == -1);
+  CHECK(hi == 1);
+  // The order depends on (seed, step) only.
+  Batcher again(train, 64, 1), other(train, 64, 2);
+  CHECK(again.indices(5) == b.indices(5));
+  CHECK(other.indices(5) != b.indices(5));
+}
+
+TEST_CASE("bad data files are refused with a clear error") {
+  fs::path dir = fresh_dir("idx");
+  fs::create_directories(dir);
+  CHECK_THROWS_WITH(load_fashion_mnist((dir / "nothing").string(), "train"),
+                    doctest::Contains("apt-get install dataset-fashion-mnist"));
+  {  // A truncated image file: the header promises 60000 images.
+    gzFile f = gzopen((dir / "train-images-idx3-ubyte.gz").c_str(), "wb");
+    unsigned char head[] = {0, 0, 8, 3, 0, 0, 0xea, 0x60, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3};
+    gzwrite(f, head, sizeof head);
+    gzclose(f);
+  }
+  std::vector<int64_t> dims;
+  CHECK_THROWS_WITH(read_idx((dir / "train-images-idx3-ubyte.gz").string(), 3, dims), doctest::Contains("truncated"));
+  {
+    std::ofstream f(dir / "junk", std::ios::binary);
+    f << "hello world";
+  }
+  CHECK_THROWS_WITH(read_idx((dir / "junk").string(), 3, dims), doctest::Contains("bad magic number"));
+}
+
+TEST_CASE("sparse_ae: the loss halves and the reconstruction improves within 300 steps") {
+  apply_threads({0, false});
+  fs::path dir = fresh_dir("sparse_ae");
+  TrainOptions to;
+  to.steps = 300;
+  to.out_dir = dir.string();
+  to.quiet = true;
+  Model m = load_model(graph("sparse_ae.json"));
+  run_training(m, SessionOptions{.seed = 1}, to);
+  auto rows = read_metrics(dir / "metrics.csv");
+  REQUIRE(rows.size() == 300);
+  // columns: step, loss, recon_error, sparsity, samples/s
+  auto mean_of = [&](size_t col, size_t from, size_t to_row) {
+    double s = 0;
+    for (size_t r = from; r < to_row; ++r) s += rows[r][col];
+    return s / double(to_row - from);
+  };
+  CHECK(mean_of(1, 280, 300) < 0.5 * rows[0][1]);
+  CHECK(mean_of(2, 280, 300) < 0.8 * rows[0][2]);  // not only the sparsity term
+  CHECK(fs::exists(dir / "samples.png"));
+  CHECK(fs::exists(dir / "checkpoint.safetensors"));
+}
+
+TEST_CASE("mlp_gan: 300 steps with finite losses and a PNG grid") {
+  apply_threads({0, false});
+  fs::path dir = fresh_dir("mlp_gan");
+  TrainOptions to;
+  to.steps = 300;
+  to.out_dir = dir.string();
+  to.quiet = true;
+  to.sample_every = 150;
+  Model m = load_model(graph("mlp_gan.json"));
+  run_training(m, SessionOptions{.seed = 1}, to);
+  auto rows = read_metrics(dir / "metrics.csv");
+  REQUIRE(rows.size() == 300);
+  for (auto& r : rows) {
+    CHECK(std::isfinite(r[1]));
+    CHECK(std::isfinite(r[2]));
+  }
+  // D learns to tell real from fake: its loss leaves log(4) = 1.386 at the start.
+  CHECK(rows[0][1] > 1.2);
+  CHECK(rows.back()[1] < 1.2);
+  for (auto name : {"samples.png", "samples_step000150.png"}) {
+    std::ifstream f(dir / name, std::ios::binary);
+    char sig[8] = {};
+    f.read(sig, 8);
+    CHECK(std::memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0);
+  }
+}
+
+TEST_CASE("a run stopped and resumed equals an uninterrupted run, bit for bit") {
+  apply_threads({0, false});
+  Model m = load_model(graph("mlp_gan.json"));
+  fs::path a = fresh_dir("resume_a"), b = fresh_dir("resume_b");
+  TrainOptions to;
+  to.quiet = true;
+  to.steps = 40;
+  to.out_dir = a.string();
+  run_training(m, SessionOptions{.seed = 5}, to);
+  to.out_dir = b.string();
+  to.steps = 17;
+  run_training(m, SessionOptions{.seed = 5}, to);
+  to.steps = 40;
+  to.resume = true;
+  run_training(m, SessionOptions{.seed = 5}, to);
+  SafetensorsFile fa = load_safetensors((a / "checkpoint.safetensors").string());
+  SafetensorsFile fb = load_safetensors((b / "checkpoint.safetensors").string());
+  CHECK(fa.metadata.at("step") == "40");
+  CHECK(fb.metadata.at("step") == "40");
+  REQUIRE(fa.tensors.size() == fb.tensors.size());
+  REQUIRE(fa.tensors.size() == 12 + 2 * (2 * 6 + 1));  // params, Adam m and v, step counts
+  for (auto& [name, t] : fa.tensors) {
+    INFO(name);
+    REQUIRE(fb.tensors.count(name));
+    CHECK(std::memcmp(t.raw(), fb.tensors.at(name).raw(), t.bytes()) == 0);
+  }
+  // The metrics of the resumed run continue where the first part stopped.
+  auto ra = read_metrics(a / "metrics.csv"), rb = read_metrics(b / "metrics.csv");
+  REQUIRE(ra.size() == 40);
+  REQUIRE(rb.size() == 40);
+  for (size_t i = 0; i < 40; ++i) CHECK(ra[i][1] == rb[i][1]);
+}
+
+TEST_CASE("checkpoints are safetensors that numpy reads") {
+  fs::path dir = fresh_dir("st");
+  fs::create_directories(dir);
+  Tensor a(DType::f32, {2, 3}), b(DType::f64, {4}), c(DType::f32, {});
+  for (int i = 0; i < 6; ++i) a.set(i, 0.5 * i);
+  for (int i = 0; i < 4; ++i) b.set(i, -1.25 * i);
+  c.set(0, 7);
+  std::string file = (dir / "t.safetensors").string();
+  save_safetensors(file, {{"a", a}, {"b", b}, {"c", c}}, {{"step", "12"}});
+  SafetensorsFile back = load_safetensors(file);
+  CHECK(back.metadata.at("step") == "12");
+  CHECK(back.tensors.at("a").shape() == Dims{2, 3});
+  CHECK(back.tensors.at("b").at(3) == -3.75);
+  // Read by an independent reader: numpy, following the safetensors layout.
+  std::string out = (dir / "py.txt").string();
+  std::string cmd = "/usr/bin/python3 " + std::string(WEFT_SOURCE_DIR) + "/tests/read_safetensors.py " + file + " > " + out;
+  int status = std::system(cmd.c_str());
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  std::ifstream f(out);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  CHECK(ss.str() == "a float32 (2, 3) 7.5\nb float64 (4,) -7.5\nc float32 () 7.0\nmetadata step=12\n");
+}
+
+TEST_CASE("sample and encode read a checkpoint back") {
+  fs::path dir = fresh_dir("encode");
+  std::string ckpt = (dir / "checkpoint.safetensors").string();
+  std::string w = WEFT_BINARY;
+  auto run = [](const std::string& cmd) {
+    int s = std::system((cmd + " > /dev/null 2>&1").c_str());
+    return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+  };
+  REQUIRE(run(w + " train " + graph("mlp_gan.json") + " --steps 5 --quiet --out " + dir.string()) == 0);
+  CHECK(run(w + " sample " + graph("mlp_gan.json") + " --checkpoint " + ckpt + " --n 16 --out " + (dir / "g.png").string() +
+            " --npy " + (dir / "g.npy").string()) == 0);
+  CHECK(fs::file_size(dir / "g.npy") == 128 + 16 * 784 * 4);
+  CHECK(run(w + " encode " + graph("mlp_gan.json") + " --checkpoint " + ckpt + " --out " + (dir / "f.npy").string()) == 0);
+  CHECK(fs::file_size(dir / "f.npy") == 128 + 10000 * 256 * 4);       // D.features for the test split
+  CHECK(fs::file_size(dir / "f.labels.npy") == 128 + 10000);           // one byte per label
+}
