@@ -22,6 +22,7 @@ KernelMaker fn_kernel(RefFn f) {
 
 Broadcast::Broadcast(const Dims& src, const Dims& dst) : identity(src == dst), dst_(dst) {
   stride_.assign(dst.size(), 0);
+  pos_.assign(dst.size(), 0);
   int64_t s = 1;
   for (int i = int(src.size()) - 1, j = int(dst.size()) - 1; i >= 0; --i, --j) {
     stride_[j] = src[i] == 1 && dst[j] != 1 ? 0 : s;

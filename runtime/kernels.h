@@ -40,11 +40,30 @@ T* out_ptr(const KernelArgs& a, int i) {
 struct Broadcast {
   Broadcast(const Dims& src, const Dims& dst);
   int64_t offset(int64_t dst_index) const;
+  // Walks the output row by row (a row is the last axis): f(dst_row_start, src_offset,
+  // src_step, row_length). One call per row, no division per element.
+  template <class F>
+  void rows(F f) const {
+    const int r = int(dst_.size());
+    if (r == 0) return f(int64_t(0), int64_t(0), int64_t(0), int64_t(1));
+    const int64_t len = dst_[r - 1], step = stride_[r - 1], n = numel(dst_);
+    int64_t src = 0;
+    for (int64_t row = 0; row < n; row += len) {
+      f(row, src, step, len);
+      for (int a = r - 2; a >= 0; --a) {  // odometer over the leading axes
+        src += stride_[a];
+        if (++pos_[a] < dst_[a]) break;
+        src -= stride_[a] * dst_[a];
+        pos_[a] = 0;
+      }
+    }
+  }
   bool identity;
 
  private:
   Dims dst_;
   std::vector<int64_t> stride_;  // per dst axis; 0 where broadcast
+  mutable std::vector<int64_t> pos_;
 };
 
 // oneDNN glue.

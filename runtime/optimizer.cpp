@@ -1,8 +1,8 @@
 #include "runtime/optimizer.h"
 
 #include <fmt/format.h>
-#include <tbb/parallel_for.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace weft {
@@ -15,11 +15,14 @@ const std::map<std::string, json> kDefaults = {
     {"rmsprop", {{"lr", 1e-2}, {"alpha", 0.99}, {"eps", 1e-8}, {"momentum", 0.0}, {"weight_decay", 0.0}}},
 };
 
-// Runs f(begin, end) over [0, n) in parallel chunks.
+// Runs f(begin, end) over [0, n) in parallel chunks, on the OpenMP team oneDNN uses: its
+// threads are still spinning from the last primitive, and a second (TBB) pool on the
+// same cores would fight them (see runtime/threading.h).
 template <class F>
 void chunks(int64_t n, F f) {
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, 1 << 14),
-                    [&](const tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); });
+  const int64_t grain = 1 << 15, pieces = (n + grain - 1) / grain;
+#pragma omp parallel for schedule(static) if (pieces > 1)
+  for (int64_t c = 0; c < pieces; ++c) f(c * grain, std::min(n, (c + 1) * grain));
 }
 
 template <class T>
