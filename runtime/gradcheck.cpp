@@ -54,14 +54,14 @@ struct Harness {
     const OpTest& t = *def.test_spec;
     opt.dtype = DType::f64;
     for (size_t k = 0; k < c.shapes.size(); ++k) {
-      std::string name = "x" + std::to_string(k);
+      std::string name = fmt::format("x{}", k);
       xs.push_back(b.input(name, const_shape(c.shapes[k])));
       opt.bindings[name] = random_tensor(t, int(k), c.shapes[k], stream_key(seed, k));
     }
     outs = b.ops(def.name, xs, c.attrs);
     if (!weighted) return;
     for (size_t j = 0; j < outs.size(); ++j) {
-      std::string name = "r" + std::to_string(j);
+      std::string name = fmt::format("r{}", j);
       Dims d = bind_batch(outs[j].shape(), 1);
       Val r = b.input(name, outs[j].shape());
       Tensor rt(DType::f64, d);
@@ -94,7 +94,7 @@ CheckResult compare(Harness& h, Val scalar, const std::vector<int>& wrt, const s
   CheckResult r{op, what, 0, 1e-6, {}, ""};
   const double eps = 1e-6;
   for (size_t q = 0; q < wrt.size(); ++q) {
-    Tensor x = h.opt.bindings.at("x" + std::to_string(wrt[q]));
+    Tensor x = h.opt.bindings.at(fmt::format("x{}", wrt[q]));
     const Tensor& analytic = full->target(1 + q);
     double worst = 0;
     for (int64_t i = 0; i < x.numel(); ++i) {
@@ -116,7 +116,7 @@ CheckResult compare(Harness& h, Val scalar, const std::vector<int>& wrt, const s
 std::string case_str(const Case& c) {
   std::vector<std::string> s;
   for (auto& d : c.shapes) s.push_back(dims_str(d));
-  std::string a = c.attrs.empty() ? "" : " " + c.attrs.dump();
+  std::string a = c.attrs.empty() ? std::string() : fmt::format(" {}", c.attrs.dump());
   return fmt::format("{}{}", fmt::join(s, " "), a);
 }
 
@@ -136,7 +136,7 @@ std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dim
     if (wrt.empty() || (!def.grad_rule && !def.expansion)) continue;
     {
       Harness h(def, c, seed, true);
-      results.push_back(compare(h, h.loss, wrt, "grad order 1 " + case_str(c), def.name));
+      results.push_back(compare(h, h.loss, wrt, fmt::format("grad order 1 {}", case_str(c)), def.name));
     }
     if (t.order >= 2) {
       // s = sum_k <d loss / d x_k, v_k>; its gradient is a Hessian-vector product.
@@ -146,7 +146,7 @@ std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dim
       auto grads = gradients(h.b, h.loss.id, ids);
       Val s;
       for (size_t q = 0; q < grads.size(); ++q) {
-        std::string name = "v" + std::to_string(q);
+        std::string name = fmt::format("v{}", q);
         Val v = h.b.input(name, h.g.shape(grads[q]));
         Tensor vt(DType::f64, bind_batch(h.g.shape(grads[q]), 1));
         for (int64_t i = 0; i < vt.numel(); ++i) vt.set(i, 2 * uniform01(stream_key(seed, 200 + q), i) - 1);
@@ -154,7 +154,7 @@ std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dim
         Val term = h.b.op("sum", {h.b.val(grads[q]) * v});
         s = s ? s + term : term;
       }
-      results.push_back(compare(h, s, wrt, "grad order 2 " + case_str(c), def.name));
+      results.push_back(compare(h, s, wrt, fmt::format("grad order 2 {}", case_str(c)), def.name));
     }
     ++seed;
   }
@@ -177,7 +177,7 @@ std::vector<CheckResult> check_f32(const OpDef& def) {
     ctx.seed = 3;
     run_plan(*ref, ctx, false);
     run_plan(*fast, ctx, false);
-    CheckResult r{def.name, "f32 vs f64 " + case_str(c), 0, 1e-5, {}, ""};
+    CheckResult r{def.name, fmt::format("f32 vs f64 {}", case_str(c)), 0, 1e-5, {}, ""};
     std::vector<std::string> ks;
     for (auto& s : fast->steps) ks.push_back(s.op + ":" + s.kernel_name);
     r.kernels = fmt::format("{}", fmt::join(ks, " "));

@@ -3,7 +3,11 @@
 // kernel matches the f64 reference.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <regex>
 #include <set>
+#include <sstream>
 
 #include "runtime/autodiff.h"
 #include "runtime/gradcheck.h"
@@ -60,4 +64,28 @@ TEST_CASE("a gradient check fails on a wrong gradient rule") {
   auto r = check_gradients(*Registry::get().find("test_bad_square"));
   REQUIRE(r.size() == 1);
   CHECK(r[0].worst > 0.1);
+}
+
+TEST_CASE("weft ops lists every op defined under ops/") {
+  // Static registration can be dropped silently by a linker; this notices.
+  std::set<std::string> defined;
+  std::regex def(R"(WEFT_OP\((\w+)\))");
+  for (auto& p : std::filesystem::directory_iterator(std::string(WEFT_SOURCE_DIR) + "/ops")) {
+    std::ifstream f(p.path());
+    std::stringstream ss;
+    ss << f.rdbuf();
+    std::string text = ss.str();
+    for (std::sregex_iterator it(text.begin(), text.end(), def), end; it != end; ++it) defined.insert((*it)[1]);
+  }
+  REQUIRE(defined.size() >= 40);
+  std::string log = (std::filesystem::temp_directory_path() / "weft_ops.txt").string();
+  REQUIRE(std::system((std::string(WEFT_BINARY) + " ops --all > " + log).c_str()) == 0);
+  std::ifstream f(log);
+  std::set<std::string> listed;
+  for (std::string line; std::getline(f, line);)
+    if (!line.empty() && line[0] != ' ') listed.insert(line.substr(0, line.find('(')));
+  for (auto& name : defined) {
+    CHECK_MESSAGE(Registry::get().find(name) != nullptr, name);
+    CHECK_MESSAGE(listed.count(name), name, " is missing from weft ops");
+  }
 }
