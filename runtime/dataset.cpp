@@ -103,7 +103,7 @@ const std::vector<int64_t>& Batcher::indices(int64_t step) {
   return idx_;
 }
 
-void Batcher::images(const std::vector<int64_t>& idx, Tensor& out, double low, double high) const {
+void fill_images(const Dataset& d_, const std::vector<int64_t>& idx, Tensor& out, double low, double high) {
   const int64_t per = d_.rows * d_.cols;
   WEFT_ASSERT(out.numel() == int64_t(idx.size()) * per);
   const double scale = (high - low) / 255.0;
@@ -119,7 +119,7 @@ void Batcher::images(const std::vector<int64_t>& idx, Tensor& out, double low, d
   }
 }
 
-void Batcher::labels(const std::vector<int64_t>& idx, Tensor& out, bool onehot) const {
+void fill_labels(const Dataset& d_, const std::vector<int64_t>& idx, Tensor& out, bool onehot) {
   const int64_t per = onehot ? 10 : 1;
   WEFT_ASSERT(out.numel() == int64_t(idx.size()) * per);
   out.fill(0);

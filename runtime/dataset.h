@@ -26,14 +26,16 @@ Dataset load_fashion_mnist(const std::string& dir, const std::string& split);
 // Reads one IDX file (gzip or plain); `dims` gets its shape. Throws Error.
 std::vector<uint8_t> read_idx(const std::string& path, int expected_rank, std::vector<int64_t>& dims);
 
+// Examples `idx` of `d`: pixels scaled to [low, high] into `out` ([n, ...]); labels as
+// numbers or one-hot.
+void fill_images(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out, double low, double high);
+void fill_labels(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out, bool onehot);
+
 class Batcher {
  public:
   Batcher(const Dataset& d, int64_t batch, uint64_t seed);
   // The examples of training step `step` (drop-last batches, reshuffled every epoch).
   const std::vector<int64_t>& indices(int64_t step);
-  // Pixels scaled to [low, high] into `images` ([batch, ...]); labels as numbers or one-hot.
-  void images(const std::vector<int64_t>& idx, Tensor& out, double low, double high) const;
-  void labels(const std::vector<int64_t>& idx, Tensor& out, bool onehot) const;
 
  private:
   const Dataset& d_;

@@ -17,13 +17,8 @@ struct Runner {
 
   void exec(int i) {
     PlanStep& st = plan.steps[i];
-    KernelArgs a;
+    KernelArgs& a = st.args;
     a.ctx = &ctx;
-    a.node_key = st.node_key;
-    a.in.reserve(st.in.size());
-    a.out.reserve(st.out.size());
-    for (int s : st.in) a.in.push_back(&plan.slots[s]);
-    for (int s : st.out) a.out.push_back(&plan.slots[s]);
     if (!times) {
       st.kernel->run(a);
       return;

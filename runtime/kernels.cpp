@@ -73,6 +73,7 @@ OnednnKernel::OnednnKernel(dnnl::primitive p, std::vector<std::pair<int, dnnl::m
                            std::vector<std::pair<int, int>> bind)
     : prim_(std::move(p)), bind_(std::move(bind)) {
   for (auto& [id, d] : args) mem_[id] = dnnl::memory(d, cpu_engine(), DNNL_MEMORY_NONE);
+  for (auto& [id, m] : mem_) exec_args_.push_back({id, m.get()});
 }
 
 void OnednnKernel::run(const KernelArgs& a) {
@@ -80,7 +81,9 @@ void OnednnKernel::run(const KernelArgs& a) {
     void* p = which > 0 ? a.in[which - 1]->raw() : a.out[-which - 1]->raw();
     mem_.at(id).set_data_handle(p);
   }
-  prim_.execute(cpu_stream(), mem_);
+  dnnl_status_t st = dnnl_primitive_execute(prim_.get(), cpu_stream().get(), int(exec_args_.size()),
+                                            exec_args_.data());
+  if (st != dnnl_success) throw dnnl::error(st, "executing a oneDNN primitive");
 }
 
 }  // namespace weft

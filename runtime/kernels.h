@@ -85,6 +85,7 @@ class OnednnKernel : public Kernel {
   dnnl::primitive prim_;
   std::unordered_map<int, dnnl::memory> mem_;
   std::vector<std::pair<int, int>> bind_;
+  std::vector<dnnl_exec_arg_t> exec_args_;  // for the C API: the C++ execute() allocates per call
 };
 
 // Catches oneDNN's refusal to build a primitive and turns it into a why_not reason.

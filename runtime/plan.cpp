@@ -205,6 +205,11 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
     else
       plan->slots.push_back(Tensor::over(storage.at(lb.phys), opt.dtype, slot_dims[s]));
   }
+  for (auto& st : plan->steps) {
+    st.args.node_key = st.node_key;
+    for (int s : st.in) st.args.in.push_back(&plan->slots[s]);
+    for (int s : st.out) st.args.out.push_back(&plan->slots[s]);
+  }
   return plan;
 }
 

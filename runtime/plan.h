@@ -30,6 +30,7 @@ struct PlanStep {
   int num_deps = 0;
   uint64_t node_key = 0;
   double flops = 0;
+  KernelArgs args;  // pointers into the plan's slots, made once (runs allocate nothing)
 };
 
 class Plan {

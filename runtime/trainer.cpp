@@ -61,6 +61,7 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
       }
     }
     ph.bound = bind_plan(targets, opt.batch);
+    for (size_t k = 0; k < ph.grads.size(); ++k) ph.grad_tensors.push_back(&ph.bound.plan->target(1 + k));
     ph.opt = make_optimizer(ps.optimizer, ph.param_tensors, ps.params);
     phases.push_back(std::move(ph));
   }
@@ -113,9 +114,9 @@ void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<in
     WEFT_ASSERT(in, "unknown input " + name);
     Tensor& t = b.inputs.at(name);
     if (in->source == "data.images") {
-      Batcher(*d, 1, 0).images(*examples, t, model.data.low, model.data.high);
+      fill_images(*d, *examples, t, model.data.low, model.data.high);
     } else if (in->source == "data.labels" || in->source == "data.onehot") {
-      Batcher(*d, 1, 0).labels(*examples, t, in->source == "data.onehot");
+      fill_labels(*d, *examples, t, in->source == "data.onehot");
     } else {
       const uint64_t key = stream_key(noise_key, name_key(name));
       const int64_t n = t.numel();
@@ -149,9 +150,7 @@ std::vector<double> Session::train_step(StepTimes* times) {
       fill_inputs(ph.bound, stream_key(opt.seed, uint64_t(step), where), examples, d);
       RunContext ctx{opt.seed, uint64_t(step), where, true};
       run_plan(*ph.bound.plan, ctx, opt.parallel, times);
-      std::vector<const Tensor*> grads;
-      for (size_t k = 0; k < ph.grads.size(); ++k) grads.push_back(&ph.bound.plan->target(1 + k));
-      ph.opt->step(ph.param_tensors, grads);
+      ph.opt->step(ph.param_tensors, ph.grad_tensors);
     }
     losses.push_back(ph.bound.plan->target(0).at(0));
   }

@@ -56,6 +56,7 @@ class Session {
     BoundPlan bound;
     std::unique_ptr<Optimizer> opt;
     std::vector<Tensor> param_tensors;
+    std::vector<const Tensor*> grad_tensors;  // the plan's gradient targets
     std::vector<std::pair<size_t, size_t>> logs;  // (index in train.log, plan target)
   };
   std::vector<Phase> phases;

@@ -55,7 +55,7 @@ TEST_CASE("Fashion-MNIST is read from Debian's IDX files") {
   // Scaling: [0, 255] -> [low, high]; one batch's pixels stay inside the range.
   Batcher b(train, 64, 1);
   Tensor img(DType::f32, {64, 784});
-  b.images(b.indices(0), img, -1, 1);
+  fill_images(train, b.indices(0), img, -1, 1);
   double lo = 1, hi = -1;
   for (int64_t i = 0; i < img.numel(); ++i) lo = std::min(lo, img.at(i)), hi = std::max(hi, img.at(i));
   CHECK(lo == -1);
