@@ -1,5 +1,6 @@
 // Ops that move data without arithmetic: reshapes (views, no copy), concat, slice, and
 // stop_gradient. Gradients of views are views again (reshape_like).
+#include <array>
 #include <cstring>
 
 #include "ops/common.h"
@@ -261,5 +262,82 @@ WEFT_OP(slice_backward)
     })
     .test({.cases = {{{3, 3}, {3, 6}}}, .attrs = {{"axis", 1}, {"start", 2}}, .order = 2,
            .no_grad_inputs = {1}});
+
+}  // namespace weft::ops
+
+namespace weft::ops {
+namespace {
+
+// pads: one number for all four sides, or [top, bottom, left, right].
+std::array<int64_t, 4> pads_of(const json& a) {
+  const json& p = a.at("pads");
+  if (p.is_number_integer()) return {p.get<int64_t>(), p.get<int64_t>(), p.get<int64_t>(), p.get<int64_t>()};
+  return {p[0].get<int64_t>(), p[1].get<int64_t>(), p[2].get<int64_t>(), p[3].get<int64_t>()};
+}
+
+void check_pads(const json& a) {
+  const json& p = a.at("pads");
+  bool ok = p.is_number_integer() ? p.get<int64_t>() >= 0 : p.is_array() && p.size() == 4;
+  if (ok && p.is_array())
+    for (auto& v : p) ok = ok && v.is_number_integer() && v.get<int64_t>() >= 0;
+  if (!ok) throw AttrError("pads", "expected a non-negative integer or [top, bottom, left, right], got " + p.dump());
+}
+
+// Copies between the [h, w] planes of x and the [h + t + b, w + l + r] planes of y.
+template <class T>
+void pad_copy(const T* x, T* y, const Dims& xd, std::array<int64_t, 4> p, bool crop) {
+  const int64_t nc = xd[0] * xd[1], h = xd[2], w = xd[3], H = h + p[0] + p[1], W = w + p[2] + p[3];
+  for (int64_t q = 0; q < nc; ++q)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t xi = (q * h + i) * w + j, yi = (q * H + i + p[0]) * W + j + p[2];
+        if (crop)
+          y[xi] = x[yi];
+        else
+          y[yi] = x[xi];
+      }
+}
+
+}  // namespace
+
+WEFT_OP(pad)
+    .doc("pad the height and width of [N, C, H, W] with a constant")
+    .input("x").output("y")
+    .required("pads", AttrType::Any, "a non-negative integer or [top, bottom, left, right]")
+    .attr("value", AttrType::Float, 0.0, "the fill value")
+    .shape([](const ShapeContext& c) {
+      check_pads(c.attrs);
+      const Shape& x = c.in[0];
+      if (x.size() != 4) throw ShapeError("pad takes [batch, channels, height, width], got " + shape_str(x));
+      auto p = pads_of(c.attrs);
+      return std::vector<Shape>{{x[0], x[1], Dim(x[2].n + p[0] + p[1]), Dim(x[3].n + p[2] + p[3])}};
+    })
+    .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
+      using T = decltype(t);
+      T* y = out_ptr<T>(a, 0);
+      std::fill(y, y + a.out[0]->numel(), T(info.attrs.at("value").get<double>()));
+      pad_copy(in_ptr<T>(a, 0), y, info.in[0], pads_of(info.attrs), false);
+    }))
+    .grad([](GradContext& g) {
+      return std::vector<Val>{g.op("pad_backward", {g.grad_output(), g.input(0)}, {{"pads", g.attrs().at("pads")}})};
+    })
+    .test({.cases = {{{2, 3, 3, 4}}}, .attrs = {{"pads", {1, 0, 2, 1}}, {"value", 0.5}}, .order = 2});
+
+WEFT_OP(pad_backward)
+    .doc("the adjoint of pad: crops dy back to the shape of `like`")
+    .input("dy").input("like").output("dx")
+    .required("pads", AttrType::Any, "the pad's pads")
+    .shape([](const ShapeContext& c) {
+      check_pads(c.attrs);
+      return std::vector<Shape>{c.in[1]};
+    })
+    .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
+      using T = decltype(t);
+      pad_copy(in_ptr<T>(a, 0), out_ptr<T>(a, 0), info.out[0], pads_of(info.attrs), true);
+    }))
+    .grad([](GradContext& g) {
+      return std::vector<Val>{g.op("pad", {g.grad_output()}, {{"pads", g.attrs().at("pads")}}), Val{}};
+    })
+    .test({.cases = {{{2, 3, 4, 7}, {2, 3, 3, 4}}}, .attrs = {{"pads", {1, 0, 2, 1}}}, .order = 2, .no_grad_inputs = {1}});
 
 }  // namespace weft::ops

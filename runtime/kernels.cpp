@@ -83,7 +83,8 @@ void OnednnKernel::run(const KernelArgs& a) {
   }
   dnnl_status_t st = dnnl_primitive_execute(prim_.get(), cpu_stream().get(), int(exec_args_.size()),
                                             exec_args_.data());
-  if (st != dnnl_success) throw dnnl::error(st, "executing a oneDNN primitive");
+  if (st != dnnl_success)  // dnnl::error keeps a pointer to its message: a std::string would dangle
+    throw std::runtime_error("oneDNN failed to execute a primitive (status " + std::to_string(int(st)) + ")");
 }
 
 }  // namespace weft

@@ -368,6 +368,7 @@ class Loader {
           } else {
             if (globals_.count(name)) fail(where, "parameter '" + name + "' is defined twice");
             v = make_param(name, scope && scope->net ? scope->net->name : "", p.shape, p.init, p.fan_in, p.fan_out, where);
+            m_.params.back().trainable = p.trainable;
             if (scope && scope->net) scope->net->params[name] = v.id;
           }
           in.push_back(v);
@@ -543,7 +544,8 @@ class Loader {
         std::string s = r;
         if (nets_.count(s)) {
           if (!m_.net_params.count(s)) fail(rw, "net " + s + " has no parameters (or is never called)");
-          for (auto& n : m_.net_params[s]) ph.params.push_back(n);
+          for (auto& n : m_.net_params[s])
+            if (m_.param(n)->trainable) ph.params.push_back(n);
         } else if (const ModelParam* mp = m_.param(s)) {
           if (!mp->trainable) fail(rw, "parameter " + s + " is not trainable");
           ph.params.push_back(s);

@@ -17,6 +17,7 @@ const char* attr_type_name(AttrType t) {
     case AttrType::Ints: return "list of integers";
     case AttrType::ShapeSpec: return "shape";
     case AttrType::Initializer: return "initializer";
+    case AttrType::Pair: return "integer or [height, width]";
     case AttrType::Any: return "any";
   }
   return "?";
@@ -40,7 +41,8 @@ OpDef::OpDef(const OpDef& o)
       flops_rule(o.flops_rule),
       test_spec(o.test_spec ? std::make_unique<OpTest>(*o.test_spec) : nullptr),
       is_alias(o.is_alias),
-      is_source(o.is_source) {}
+      is_source(o.is_source),
+      mutated_inputs(o.mutated_inputs) {}
 
 OpDef& OpDef::doc(std::string t) { docs = std::move(t); return *this; }
 OpDef& OpDef::input(std::string n) { inputs.push_back({std::move(n)}); return *this; }
@@ -83,6 +85,7 @@ OpDef& OpDef::params(ParamRule r) { param_rule = std::move(r); return *this; }
 OpDef& OpDef::flops(FlopsRule r) { flops_rule = std::move(r); return *this; }
 OpDef& OpDef::test(OpTest t) { test_spec = std::make_unique<OpTest>(std::move(t)); return *this; }
 OpDef& OpDef::alias() { is_alias = true; return *this; }
+OpDef& OpDef::mutates(std::vector<int> which) { mutated_inputs = std::move(which); return *this; }
 OpDef& OpDef::internal(std::string why) { internal_why = std::move(why); return *this; }
 OpDef& OpDef::source() { is_source = true; return *this; }
 OpDef& OpDef::origin(std::string w) { origin_name = std::move(w); return *this; }
@@ -133,6 +136,12 @@ static void check_value(const AttrSpec& a, const json& v) {
         if (!(x == "B" || (x.is_number_integer() && (x.get<int64_t>() > 0 || x == -1))))
           fail("a shape (a list of positive integers, \"B\" or -1)");
       break;
+    case AttrType::Pair: {
+      auto ok = [](const json& x) { return x.is_number_integer() && x.get<int64_t>() >= 0; };
+      if (!(ok(v) || (v.is_array() && v.size() == 2 && ok(v[0]) && ok(v[1]))))
+        fail("a non-negative integer or a list of two");
+      break;
+    }
     case AttrType::Initializer:
     case AttrType::Any:
       break;

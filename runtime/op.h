@@ -33,6 +33,7 @@ enum class AttrType {
   Ints,         // list of integers
   ShapeSpec,    // list of positive integers, "B" or -1
   Initializer,  // a parameter initializer (see init.h)
+  Pair,         // a non-negative integer or a list of two (height, width)
   Any,
 };
 const char* attr_type_name(AttrType t);
@@ -110,6 +111,7 @@ struct ParamSpec {
   Shape shape;
   json init;
   double fan_in = 1, fan_out = 1;
+  bool trainable = true;  // false: state such as batch norm's running statistics
 };
 using ParamRule =
     std::function<std::vector<ParamSpec>(const std::vector<Shape>& in, const json& attrs)>;
@@ -150,6 +152,11 @@ class OpDef {
   OpDef& flops(FlopsRule rule);
   OpDef& test(OpTest t);
   OpDef& alias();  // output 0 is a view of input 0's storage (reshape, stop_gradient)
+  // The kernel updates these inputs in place (running statistics); steps that update the
+  // same tensor run in plan order.
+  OpDef& mutates(std::vector<int> which);
+  // Applies a shared piece of schema (the attributes a family of ops has in common).
+  OpDef& with(OpDef& (*part)(OpDef&)) { return part(*this); }
   OpDef& internal(std::string why);
   OpDef& source();  // input/param/constant: bound by the planner, no kernel
   OpDef& origin(std::string where);
@@ -171,6 +178,7 @@ class OpDef {
   FlopsRule flops_rule;
   std::unique_ptr<OpTest> test_spec;
   bool is_alias = false, is_source = false;
+  std::vector<int> mutated_inputs;
 
   OpDef(const OpDef& o);
   OpDef& operator=(const OpDef&) = delete;

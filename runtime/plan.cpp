@@ -73,6 +73,7 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
   std::vector<Logical> logical;
   std::vector<Dims> slot_dims;
   std::vector<int> slot_logical, slot_producer;  // producer step, -1 for sources
+  std::map<int, int> last_mutation;              // logical buffer -> last step updating it
 
   auto new_slot = [&](ValueId v, Dims d, int lb, int producer) {
     int s = int(slot_dims.size());
@@ -135,6 +136,12 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
     for (int s : st.in) info.in.push_back(slot_dims[s]);
     st.kernel = make_kernel(*n.def, info, st.kernel_name, n.where);
     st.flops = n.def->flops_rule ? n.def->flops_rule(info) : double(numel(out_dims[0]));
+    for (int k : n.def->mutated_inputs) {  // updates of one tensor run in plan order
+      int lb = slot_logical[st.in.at(k)];
+      auto last = last_mutation.find(lb);
+      if (last != last_mutation.end()) deps.insert(last->second);
+      last_mutation[lb] = step;
+    }
     for (int d : deps) plan->steps[d].succ.push_back(step);
     st.num_deps = int(deps.size());
     plan->steps.push_back(std::move(st));

@@ -1,0 +1,276 @@
+// Normalization. batch_norm normalizes each channel over the batch (and space) while
+// training, updating running statistics that it uses in inference; layer_norm normalizes
+// each example over its trailing axes and is composite, so twice differentiable.
+#include "ops/common.h"
+
+namespace weft::ops {
+namespace {
+
+// [N, C, ...] seen as [N, C, inner].
+struct Chan {
+  int64_t n, c, inner;
+};
+Chan chan(const Dims& x) {
+  int64_t inner = 1;
+  for (size_t i = 2; i < x.size(); ++i) inner *= x[i];
+  return {x[0], x[1], inner};
+}
+
+std::vector<Shape> bn_rule(const ShapeContext& c) {
+  const Shape& x = c.in[0];
+  if (x.size() != 2 && x.size() != 4)
+    throw ShapeError("batch_norm takes [batch, channels] or [batch, channels, height, width], got " + shape_str(x));
+  for (size_t i = 1; i < x.size(); ++i)
+    if (x[i].batch) throw ShapeError("only the first axis may depend on the batch, got " + shape_str(x));
+  for (size_t k = 1; k < c.in.size(); ++k)
+    if (c.in[k] != Shape{x[1]})
+      throw ShapeError("input " + std::to_string(k) + " has shape " + shape_str(c.in[k]) + ", expected [" + x[1].str() + "]");
+  double m = c.attrs.at("momentum");
+  if (!(m >= 0 && m <= 1)) throw AttrError("momentum", "expected momentum in [0, 1]");
+  if (!(c.attrs.at("eps").get<double>() > 0)) throw AttrError("eps", "expected eps > 0");
+  return {x, {x[1]}, {x[1]}};
+}
+
+// Running statistics follow PyTorch: r = (1 - m) r + m s, with the unbiased variance.
+template <class T>
+void update_running(T* rm, T* rv, const T* mean, const T* var, int64_t c, double m, int64_t count) {
+  const double unbias = count > 1 ? double(count) / double(count - 1) : 1.0;
+  for (int64_t k = 0; k < c; ++k) {
+    rm[k] = T((1 - m) * rm[k] + m * mean[k]);
+    rv[k] = T((1 - m) * rv[k] + m * var[k] * unbias);
+  }
+}
+
+auto bn_ref = [](auto t, const KernelInfo& info, const KernelArgs& a) {
+  using T = decltype(t);
+  const Chan q = chan(info.in[0]);
+  const double eps = info.attrs.at("eps"), m = info.attrs.at("momentum");
+  const T *x = in_ptr<T>(a, 0), *gamma = in_ptr<T>(a, 1), *beta = in_ptr<T>(a, 2);
+  T *rm = a.in[3]->data<T>(), *rv = a.in[4]->data<T>();
+  T *y = out_ptr<T>(a, 0), *mean = out_ptr<T>(a, 1), *var = out_ptr<T>(a, 2);
+  const int64_t count = q.n * q.inner;
+  for (int64_t k = 0; k < q.c; ++k) {
+    if (a.ctx->training) {
+      double s = 0, ss = 0;
+      for (int64_t i = 0; i < q.n; ++i)
+        for (int64_t j = 0; j < q.inner; ++j) s += double(x[(i * q.c + k) * q.inner + j]);
+      const double mu = s / double(count);
+      for (int64_t i = 0; i < q.n; ++i)
+        for (int64_t j = 0; j < q.inner; ++j) {
+          double d = double(x[(i * q.c + k) * q.inner + j]) - mu;
+          ss += d * d;
+        }
+      mean[k] = T(mu);
+      var[k] = T(ss / double(count));
+    } else {
+      mean[k] = rm[k];
+      var[k] = rv[k];
+    }
+    const double inv = 1 / std::sqrt(double(var[k]) + eps);
+    for (int64_t i = 0; i < q.n; ++i)
+      for (int64_t j = 0; j < q.inner; ++j) {
+        const int64_t at = (i * q.c + k) * q.inner + j;
+        y[at] = T((double(x[at]) - double(mean[k])) * inv * double(gamma[k]) + double(beta[k]));
+      }
+  }
+  if (a.ctx->training) update_running(rm, rv, mean, var, q.c, m, count);
+};
+
+auto bn_backward_ref = [](auto t, const KernelInfo& info, const KernelArgs& a) {
+  using T = decltype(t);
+  const Chan q = chan(info.in[1]);
+  const double eps = info.attrs.at("eps");
+  const T *dy = in_ptr<T>(a, 0), *x = in_ptr<T>(a, 1), *gamma = in_ptr<T>(a, 2), *mean = in_ptr<T>(a, 3),
+          *var = in_ptr<T>(a, 4);
+  T *dx = out_ptr<T>(a, 0), *dgamma = out_ptr<T>(a, 1), *dbeta = out_ptr<T>(a, 2);
+  const double count = double(q.n * q.inner);
+  for (int64_t k = 0; k < q.c; ++k) {
+    const double inv = 1 / std::sqrt(double(var[k]) + eps);
+    double sdy = 0, sdyx = 0;
+    for (int64_t i = 0; i < q.n; ++i)
+      for (int64_t j = 0; j < q.inner; ++j) {
+        const int64_t at = (i * q.c + k) * q.inner + j;
+        sdy += double(dy[at]);
+        sdyx += double(dy[at]) * (double(x[at]) - double(mean[k])) * inv;
+      }
+    dbeta[k] = T(sdy);
+    dgamma[k] = T(sdyx);
+    for (int64_t i = 0; i < q.n; ++i)
+      for (int64_t j = 0; j < q.inner; ++j) {
+        const int64_t at = (i * q.c + k) * q.inner + j;
+        const double xhat = (double(x[at]) - double(mean[k])) * inv;
+        dx[at] = T(double(gamma[k]) * inv / count * (count * double(dy[at]) - sdy - xhat * sdyx));
+      }
+  }
+};
+
+dnnl::memory::desc bn_md(const Dims& x) {
+  Chan q = chan(x);
+  return md({q.n, q.c, q.inner, 1}, DType::f32);
+}
+
+const auto kScaleShift = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+
+// Training and inference primitives, both made at plan time; the run picks one.
+class BatchNormKernel : public Kernel {
+ public:
+  BatchNormKernel(const KernelInfo& info) : q_(chan(info.in[0])), m_(info.attrs.at("momentum")) {
+    const float eps = info.attrs.at("eps").get<float>();
+    auto d = bn_md(info.in[0]), c = md({q_.c}, DType::f32);
+    dnnl::batch_normalization_forward::primitive_desc train(
+        {dnnl::prop_kind::forward_training, d, eps, kScaleShift}, cpu_engine());
+    dnnl::batch_normalization_forward::primitive_desc infer(
+        {dnnl::prop_kind::forward_inference, d, eps, kScaleShift | dnnl::normalization_flags::use_global_stats},
+        cpu_engine());
+    using A = std::vector<std::pair<int, dnnl::memory::desc>>;
+    using B = std::vector<std::pair<int, int>>;
+    train_ = std::make_unique<OnednnKernel>(
+        dnnl::batch_normalization_forward(train),
+        A{{DNNL_ARG_SRC, d}, {DNNL_ARG_SCALE, c}, {DNNL_ARG_SHIFT, c}, {DNNL_ARG_DST, d}, {DNNL_ARG_MEAN, c}, {DNNL_ARG_VARIANCE, c}},
+        B{{DNNL_ARG_SRC, 1}, {DNNL_ARG_SCALE, 2}, {DNNL_ARG_SHIFT, 3}, {DNNL_ARG_DST, -1}, {DNNL_ARG_MEAN, -2}, {DNNL_ARG_VARIANCE, -3}});
+    infer_ = std::make_unique<OnednnKernel>(
+        dnnl::batch_normalization_forward(infer),
+        A{{DNNL_ARG_SRC, d}, {DNNL_ARG_SCALE, c}, {DNNL_ARG_SHIFT, c}, {DNNL_ARG_DST, d}, {DNNL_ARG_MEAN, c}, {DNNL_ARG_VARIANCE, c}},
+        B{{DNNL_ARG_SRC, 1}, {DNNL_ARG_SCALE, 2}, {DNNL_ARG_SHIFT, 3}, {DNNL_ARG_DST, -1}, {DNNL_ARG_MEAN, 4}, {DNNL_ARG_VARIANCE, 5}});
+  }
+  void run(const KernelArgs& a) override {
+    float *rm = a.in[3]->data<float>(), *rv = a.in[4]->data<float>();
+    float *mean = out_ptr<float>(a, 1), *var = out_ptr<float>(a, 2);
+    if (a.ctx->training) {
+      train_->run(a);
+      update_running(rm, rv, mean, var, q_.c, m_, q_.n * q_.inner);
+    } else {
+      infer_->run(a);
+      std::copy(rm, rm + q_.c, mean);
+      std::copy(rv, rv + q_.c, var);
+    }
+  }
+
+ private:
+  Chan q_;
+  double m_;
+  std::unique_ptr<OnednnKernel> train_, infer_;
+};
+
+KernelMaker onednn_bn_backward() {
+  return [](const KernelInfo& info, std::string& why) {
+    return try_onednn(why, [&]() -> std::unique_ptr<Kernel> {
+      const float eps = info.attrs.at("eps").get<float>();
+      auto d = bn_md(info.in[1]), c = md({info.in[1][1]}, DType::f32);
+      dnnl::batch_normalization_forward::primitive_desc fwd({dnnl::prop_kind::forward_training, d, eps, kScaleShift}, cpu_engine());
+      dnnl::batch_normalization_backward::primitive_desc pd({dnnl::prop_kind::backward, d, d, eps, kScaleShift}, cpu_engine(), fwd);
+      return std::make_unique<OnednnKernel>(
+          dnnl::batch_normalization_backward(pd),
+          // oneDNN 2.6 refuses to run without a SHIFT argument, which it does not read.
+          std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_DIFF_DST, d}, {DNNL_ARG_SRC, d}, {DNNL_ARG_SCALE, c}, {DNNL_ARG_SHIFT, c}, {DNNL_ARG_MEAN, c},
+                                                          {DNNL_ARG_VARIANCE, c}, {DNNL_ARG_DIFF_SRC, d}, {DNNL_ARG_DIFF_SCALE, c},
+                                                          {DNNL_ARG_DIFF_SHIFT, c}},
+          std::vector<std::pair<int, int>>{{DNNL_ARG_DIFF_DST, 1}, {DNNL_ARG_SRC, 2}, {DNNL_ARG_SCALE, 3}, {DNNL_ARG_SHIFT, 3}, {DNNL_ARG_MEAN, 4},
+                                           {DNNL_ARG_VARIANCE, 5}, {DNNL_ARG_DIFF_SRC, -1}, {DNNL_ARG_DIFF_SCALE, -2},
+                                           {DNNL_ARG_DIFF_SHIFT, -3}});
+    });
+  };
+}
+
+}  // namespace
+
+WEFT_OP(batch_norm)
+    .doc("per-channel normalization over the batch (and space) while training, by running statistics in inference")
+    .input("x").input("gamma").input("beta").input("running_mean").input("running_var")
+    .output("y").output("mean").output("var")
+    .attr("momentum", AttrType::Float, 0.1, "weight of the new batch in the running statistics")
+    .attr("eps", AttrType::Float, 1e-5, "added to the variance")
+    .attr("gamma_init", AttrType::Initializer, "ones", "initializer of the scale (as a layer)")
+    .shape(bn_rule)
+    .mutates({3, 4})
+    .params([](const std::vector<Shape>& in, const json& a) {
+      if (in[0].size() < 2) throw ShapeError("batch_norm takes [batch, channels, ...]");
+      Shape c{in[0][1]};
+      double n = double(in[0][1].n);
+      return std::vector<ParamSpec>{{"gamma", c, a.at("gamma_init"), n, n},
+                                    {"beta", c, "zeros", n, n},
+                                    {"running_mean", c, "zeros", n, n, false},
+                                    {"running_var", c, "ones", n, n, false}};
+    })
+    .kernel(0, DType::f32, "onednn",
+            [](const KernelInfo& info, std::string& why) {
+              return try_onednn(why, [&]() -> std::unique_ptr<Kernel> { return std::make_unique<BatchNormKernel>(info); });
+            }, 1)
+    .kernels(reference(bn_ref))
+    .grad([](GradContext& g) {
+      std::vector<Val> r(5);
+      Val x = g.input(0);
+      if (Val dy = g.grad_output(0)) {
+        auto d = g.b.ops("batch_norm_backward", {dy, x, g.input(1), g.output(1), g.output(2)},
+                         {{"eps", g.attrs().at("eps")}});
+        r = {d[0], d[1], d[2], Val{}, Val{}};
+      }
+      // The batch mean and variance are outputs too: d mean / dx = 1 / count and
+      // d var / dx = 2 (x - mean) / count, per channel.
+      json axes = {0};
+      for (size_t i = 2; i < x.shape().size(); ++i) axes.push_back(i);
+      auto per_element = [&](Val stat) {
+        return g.op("broadcast_like", {g.op("expand_dims", {stat}, {{"axes", axes}}), x}, {{"mean", true}});
+      };
+      auto add = [&](Val v) { r[0] = r[0] ? r[0] + v : v; };
+      if (Val gm = g.grad_output(1)) add(per_element(gm));
+      if (Val gv = g.grad_output(2)) {
+        Val mean = g.op("broadcast_like", {g.op("expand_dims", {g.output(1)}, {{"axes", axes}}), x});
+        add(2.0 * ((x - mean) * per_element(gv)));
+      }
+      return r;
+    })
+    .flops([](const KernelInfo& i) { return 8.0 * double(numel(i.in[0])); })
+    .test({.cases = {{{4, 3, 2, 2}, {3}, {3}, {3}, {3}}, {{5, 4}, {4}, {4}, {4}, {4}}},
+           .ranges = {{-2, 2}, {0.5, 2}, {-1, 1}, {-1, 1}, {0.5, 2}},
+           .no_grad_inputs = {3, 4}});
+
+WEFT_OP(batch_norm_backward)
+    .doc("dx, dgamma, dbeta of batch_norm in training, from dy, x, gamma and the batch statistics")
+    .input("dy").input("x").input("gamma").input("mean").input("var")
+    .output("dx").output("dgamma").output("dbeta")
+    .attr("eps", AttrType::Float, 1e-5, "the forward's eps")
+    .shape([](const ShapeContext& c) {
+      if (c.in[0] != c.in[1]) throw ShapeError("dy and x differ in shape");
+      return std::vector<Shape>{c.in[1], c.in[2], c.in[2]};
+    })
+    .kernel(0, DType::f32, "onednn", onednn_bn_backward(), 1)
+    .kernels(reference(bn_backward_ref))
+    .test({.cases = {{{4, 3, 2, 2}, {4, 3, 2, 2}, {3}, {3}, {3}}},
+           .ranges = {{-2, 2}, {-2, 2}, {0.5, 2}, {-0.5, 0.5}, {0.5, 2}}});
+
+// layer_norm: y = (x - mean) / sqrt(var + eps) * gamma + beta over the last `axes` axes.
+WEFT_OP(layer_norm)
+    .doc("normalize each example over its last `axes` axes, then scale by gamma and shift by beta")
+    .input("x").input("gamma").input("beta").output("y")
+    .attr("axes", AttrType::PosInt, 1, "how many trailing axes to normalize over")
+    .attr("eps", AttrType::Float, 1e-5, "added to the variance")
+    .params([](const std::vector<Shape>& in, const json& a) {
+      int64_t k = a.at("axes");
+      if (k >= int64_t(in[0].size())) throw AttrError("axes", "must leave the batch axis out");
+      Shape s(in[0].end() - k, in[0].end());
+      double n = double(numel(bind_batch(s, 1)));
+      return std::vector<ParamSpec>{{"gamma", s, "ones", n, n}, {"beta", s, "zeros", n, n}};
+    })
+    .expand([](Builder& b, const std::vector<Val>& in, const json& a) {
+      const Shape& x = in[0].shape();
+      int64_t k = a.at("axes");
+      if (k >= int64_t(x.size())) throw AttrError("axes", "must leave the batch axis out");
+      Shape tail(x.end() - k, x.end());
+      if (in[1].shape() != tail || in[2].shape() != tail)
+        throw ShapeError("gamma and beta must have shape " + shape_str(tail));
+      json axes = json::array();
+      for (int64_t i = int64_t(x.size()) - k; i < int64_t(x.size()); ++i) axes.push_back(i);
+      json keep = {{"axes", axes}, {"keepdims", true}};
+      Val centered = in[0] - b.op("mean", {in[0]}, keep);
+      Val var = b.op("mean", {b.op("square", {centered})}, keep);
+      Val normed = centered / b.op("sqrt", {var + a.at("eps").get<double>()});
+      return std::vector<Val>{normed * in[1] + in[2]};
+    })
+    .test({.cases = {{{3, 5}, {5}, {5}}, {{2, 3, 4}, {4}, {4}}},
+           .attrs = {{"axes", 1}},
+           .ranges = {{-2, 2}, {0.5, 2}, {-1, 1}},
+           .order = 2,
+           .extra = {{{{2, 3, 4}, {3, 4}, {3, 4}}, {{"axes", 2}}}}});
+
+}  // namespace weft::ops
