@@ -29,7 +29,8 @@ void check_initializer(const json& spec) {
     fail();
   }
   if (!spec.is_object() || spec.size() != 1) fail();
-  auto& [k, v] = *spec.items().begin();
+  const std::string k = spec.begin().key();
+  const json& v = spec.begin().value();
   if (k == "constant" && v.is_number()) return;
   auto num = [&](const char* f) { return v.is_object() && v.contains(f) && v[f].is_number(); };
   if (k == "normal" && v.is_object() && v.value("std", 1.0) >= 0) {
@@ -69,7 +70,8 @@ void initialize(Tensor& t, const json& spec, double fan_in, double fan_out, uint
     }
     if (s == "kaiming_normal") return normal(0, std::sqrt(2.0 / fan_in));
   } else {
-    auto& [k, v] = *spec.items().begin();
+    const std::string k = spec.begin().key();
+    const json& v = spec.begin().value();
     if (k == "constant") return t.fill(v.get<double>());
     if (k == "normal") return normal(v.value("mean", 0.0), v.value("std", 1.0));
     if (k == "uniform") return uniform(v.at("low").get<double>(), v.at("high").get<double>());
