@@ -5,12 +5,14 @@
 #include <png.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
 namespace weft {
 
@@ -187,6 +189,69 @@ void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int
     throw Error(path, "", std::string("cannot encode PNG: ") + img.message);
   buf.resize(size);
   write_atomic(path, buf);
+}
+
+void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
+  std::ifstream f(csv_path);
+  std::string line;
+  if (!std::getline(f, line)) return;
+  std::vector<std::string> names;
+  {
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) names.push_back(c);
+  }
+  const size_t series = names.size() >= 2 ? names.size() - 2 : 0;  // drop step and samples_per_s
+  std::vector<double> steps;
+  std::vector<std::vector<double>> ys(series);
+  while (std::getline(f, line)) {
+    std::stringstream ss(line);
+    std::vector<double> row;
+    for (std::string c; std::getline(ss, c, ',');) row.push_back(std::strtod(c.c_str(), nullptr));
+    if (row.size() != names.size()) continue;
+    steps.push_back(row[0]);
+    for (size_t k = 0; k < series; ++k) ys[k].push_back(row[k + 1]);
+  }
+  if (steps.size() < 2 || series == 0) return;
+  double lo = 1e300, hi = -1e300;
+  for (auto& y : ys)
+    for (double v : y)
+      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+  if (!(hi > lo)) hi = lo + 1;
+  const double W = 800, H = 400, L = 60, R = 20, T = 20, B = 40;
+  auto px = [&](double s) { return L + (W - L - R) * (s - steps.front()) / (steps.back() - steps.front()); };
+  auto py = [&](double v) { return T + (H - T - B) * (hi - v) / (hi - lo); };
+  static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+      W, H);
+  for (int i = 0; i <= 4; ++i) {  // horizontal grid with values
+    double v = lo + (hi - lo) * i / 4, y = py(v);
+    svg += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>"
+                       "<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n",
+                       L, y, W - R, y, L - 5, y + 4, v);
+  }
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step ({} to {})</text>\n", (W + L) / 2, H - 10,
+                     steps.front(), steps.back());
+  const size_t stride = std::max<size_t>(1, steps.size() / 1500);  // keep the file small
+  const double alpha = std::clamp(10.0 / double(steps.size()), 0.01, 0.3);
+  for (size_t k = 0; k < series; ++k) {
+    const char* c = colors[k % 6];
+    std::string raw, smooth;
+    double ema = ys[k][0];
+    for (size_t i = 0; i < steps.size(); ++i) {
+      if (!std::isfinite(ys[k][i])) continue;
+      ema = (1 - alpha) * ema + alpha * ys[k][i];
+      if (i % stride) continue;
+      raw += fmt::format("{:.1f},{:.1f} ", px(steps[i]), py(ys[k][i]));
+      smooth += fmt::format("{:.1f},{:.1f} ", px(steps[i]), py(ema));
+    }
+    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-opacity=\"0.25\" points=\"{}\"/>\n", c, raw);
+    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n", c, smooth);
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - R - 150, T + 16 * (k + 1), c, names[k + 1]);
+  }
+  svg += "</svg>\n";
+  write_atomic(svg_path, svg);
 }
 
 }  // namespace weft

@@ -34,4 +34,8 @@ void save_npy_u8(const std::string& path, const std::vector<uint8_t>& data, cons
 void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int64_t w,
                    double low, double high);
 
+// A plot of every loss column of a metrics CSV against the step, as SVG: the raw values
+// faint, an exponential moving average over them bold.
+void save_loss_plot(const std::string& csv_path, const std::string& svg_path);
+
 }  // namespace weft

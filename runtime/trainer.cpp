@@ -303,8 +303,11 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
       else
         fmt::print(stderr, "{}\n", line);
     }
-    if (st % sample_every == 0 && st != steps)
+    if (st % sample_every == 0 && st != steps) {
       write_samples(*s, 64, fmt::format("{}/samples_step{:06d}.png", to.out_dir, st));
+      out.flush();
+      save_loss_plot(metrics, to.out_dir + "/losses.svg");
+    }
     if (st % ckpt_every == 0 && st != steps) {
       out.flush();
       s->save_checkpoint(ckpt);
@@ -315,7 +318,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
   if (write_samples(*s, 64, to.out_dir + "/samples.png") && !to.quiet)
     fmt::print("samples: {}/samples.png\n", to.out_dir);
   s->save_checkpoint(ckpt);
-  if (!to.quiet) fmt::print("checkpoint: {}\nmetrics: {}\n", ckpt, metrics);
+  save_loss_plot(metrics, to.out_dir + "/losses.svg");
+  if (!to.quiet) fmt::print("checkpoint: {}\nmetrics: {} (plotted in {}/losses.svg)\n", ckpt, metrics, to.out_dir);
   return s;
 }
 
