@@ -102,33 +102,37 @@ std::vector<KernelEntry> conv_reference(Role r) {
 
 // --- oneDNN ---------------------------------------------------------------------------
 
+// The primitives are made with format "any", so oneDNN picks its blocked layouts (direct
+// jit convolutions); LayoutKernel reorders at the kernel's edges. Measured on DCGAN's
+// 64->128 convolution at batch 64 on 2 threads: forward 3.72 -> 1.79 ms, backward data
+// 8.22 -> 1.88 ms, backward weights 3.11 -> 1.79 ms, against 0.02-0.04 ms per reorder.
 struct OnednnConv {
-  dnnl::memory::desc src, wei, dst, bias;
+  dnnl::memory::desc src, wei, dst, bias, any_src, any_wei, any_dst;
   dnnl::memory::dims strides, dil, pl, pr;
   dnnl::convolution_forward::primitive_desc fwd;
   OnednnConv(const Geo& q, bool with_bias, DType dt) {
     src = md({q.n, q.c, q.h, q.w}, dt);
     dst = md({q.n, q.o, q.oh, q.ow}, dt);
-    wei = q.g == 1 ? md({q.o, q.c, q.kh, q.kw}, dt) : md({q.g, q.o / q.g, q.c / q.g, q.kh, q.kw}, dt);
+    dnnl::memory::dims wd = q.g == 1 ? dnnl::memory::dims{q.o, q.c, q.kh, q.kw}
+                                     : dnnl::memory::dims{q.g, q.o / q.g, q.c / q.g, q.kh, q.kw};
+    wei = md(Dims(wd.begin(), wd.end()), dt);
+    const auto any = dnnl::memory::format_tag::any;
+    const auto f32 = dnnl::memory::data_type::f32;
+    any_src = dnnl::memory::desc({q.n, q.c, q.h, q.w}, f32, any);
+    any_dst = dnnl::memory::desc({q.n, q.o, q.oh, q.ow}, f32, any);
+    any_wei = dnnl::memory::desc(wd, f32, any);
     if (with_bias) bias = md({q.o}, dt);
     strides = {q.sh, q.sw};
     dil = {q.dh - 1, q.dw - 1};
     pl = {q.ph, q.pw};
     pr = {(q.oh - 1) * q.sh + (q.kh - 1) * q.dh + 1 - q.h - q.ph, (q.ow - 1) * q.sw + (q.kw - 1) * q.dw + 1 - q.w - q.pw};
     auto d = with_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                                         src, wei, bias, dst, strides, dil, pl, pr)
+                                                         any_src, any_wei, bias, any_dst, strides, dil, pl, pr)
                        : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                                         src, wei, dst, strides, dil, pl, pr);
+                                                         any_src, any_wei, any_dst, strides, dil, pl, pr);
     fwd = dnnl::convolution_forward::primitive_desc(d, cpu_engine());
   }
 };
-
-void require_plain(bool same) {
-  if (!same) throw dnnl::error(dnnl_unimplemented, "the primitive wants another memory format");
-}
-
-using Args = std::vector<std::pair<int, dnnl::memory::desc>>;
-using Bind = std::vector<std::pair<int, int>>;
 
 // A kernel that runs a oneDNN primitive and then adds a per-channel bias.
 class WithBias : public Kernel {
@@ -144,6 +148,8 @@ class WithBias : public Kernel {
   std::unique_ptr<Kernel> k_;
 };
 
+using LArgs = std::vector<LayoutKernel::Arg>;
+
 KernelMaker onednn_conv(Role r) {
   return [r](const KernelInfo& info, std::string& why) {
     return try_onednn(why, [&]() -> std::unique_ptr<Kernel> {
@@ -151,26 +157,26 @@ KernelMaker onednn_conv(Role r) {
       const bool bias = (r == Role::conv || r == Role::transpose) && info.in.size() > 2;
       OnednnConv c(q, r == Role::conv && bias, info.dtype);
       if (r == Role::conv) {
-        require_plain(c.fwd.src_desc() == c.src && c.fwd.weights_desc() == c.wei && c.fwd.dst_desc() == c.dst);
-        Args args = {{DNNL_ARG_SRC, c.src}, {DNNL_ARG_WEIGHTS, c.wei}, {DNNL_ARG_DST, c.dst}};
-        Bind bind = {{DNNL_ARG_SRC, 1}, {DNNL_ARG_WEIGHTS, 2}, {DNNL_ARG_DST, -1}};
-        if (bias) args.push_back({DNNL_ARG_BIAS, c.bias}), bind.push_back({DNNL_ARG_BIAS, 3});
-        return std::make_unique<OnednnKernel>(dnnl::convolution_forward(c.fwd), args, bind);
+        LArgs args = {{DNNL_ARG_SRC, c.src, c.fwd.src_desc(), 1},
+                      {DNNL_ARG_WEIGHTS, c.wei, c.fwd.weights_desc(), 2},
+                      {DNNL_ARG_DST, c.dst, c.fwd.dst_desc(), -1}};
+        if (bias) args.push_back({DNNL_ARG_BIAS, c.bias, c.fwd.bias_desc(), 3});
+        return std::make_unique<LayoutKernel>(dnnl::convolution_forward(c.fwd), args);
       }
       if (r == Role::weights) {
         dnnl::convolution_backward_weights::primitive_desc pd(
-            {dnnl::algorithm::convolution_direct, c.src, c.wei, c.dst, c.strides, c.dil, c.pl, c.pr}, cpu_engine(), c.fwd);
-        require_plain(pd.src_desc() == c.src && pd.diff_weights_desc() == c.wei && pd.diff_dst_desc() == c.dst);
-        return std::make_unique<OnednnKernel>(dnnl::convolution_backward_weights(pd),
-                                              Args{{DNNL_ARG_SRC, c.src}, {DNNL_ARG_DIFF_DST, c.dst}, {DNNL_ARG_DIFF_WEIGHTS, c.wei}},
-                                              Bind{{DNNL_ARG_SRC, 1}, {DNNL_ARG_DIFF_DST, 2}, {DNNL_ARG_DIFF_WEIGHTS, -1}});
+            {dnnl::algorithm::convolution_direct, c.any_src, c.any_wei, c.any_dst, c.strides, c.dil, c.pl, c.pr}, cpu_engine(), c.fwd);
+        return std::make_unique<LayoutKernel>(dnnl::convolution_backward_weights(pd),
+                                              LArgs{{DNNL_ARG_SRC, c.src, pd.src_desc(), 1},
+                                                    {DNNL_ARG_DIFF_DST, c.dst, pd.diff_dst_desc(), 2},
+                                                    {DNNL_ARG_DIFF_WEIGHTS, c.wei, pd.diff_weights_desc(), -1}});
       }
       dnnl::convolution_backward_data::primitive_desc pd(
-          {dnnl::algorithm::convolution_direct, c.src, c.wei, c.dst, c.strides, c.dil, c.pl, c.pr}, cpu_engine(), c.fwd);
-      require_plain(pd.diff_src_desc() == c.src && pd.weights_desc() == c.wei && pd.diff_dst_desc() == c.dst);
-      std::unique_ptr<Kernel> k = std::make_unique<OnednnKernel>(
-          dnnl::convolution_backward_data(pd), Args{{DNNL_ARG_DIFF_DST, c.dst}, {DNNL_ARG_WEIGHTS, c.wei}, {DNNL_ARG_DIFF_SRC, c.src}},
-          Bind{{DNNL_ARG_DIFF_DST, 1}, {DNNL_ARG_WEIGHTS, 2}, {DNNL_ARG_DIFF_SRC, -1}});
+          {dnnl::algorithm::convolution_direct, c.any_src, c.any_wei, c.any_dst, c.strides, c.dil, c.pl, c.pr}, cpu_engine(), c.fwd);
+      std::unique_ptr<Kernel> k = std::make_unique<LayoutKernel>(
+          dnnl::convolution_backward_data(pd), LArgs{{DNNL_ARG_DIFF_DST, c.dst, pd.diff_dst_desc(), 1},
+                                                     {DNNL_ARG_WEIGHTS, c.wei, pd.weights_desc(), 2},
+                                                     {DNNL_ARG_DIFF_SRC, c.src, pd.diff_src_desc(), -1}});
       return bias ? std::make_unique<WithBias>(std::move(k)) : std::move(k);
     });
   };

@@ -87,4 +87,36 @@ void OnednnKernel::run(const KernelArgs& a) {
     throw std::runtime_error("oneDNN failed to execute a primitive (status " + std::to_string(int(st)) + ")");
 }
 
+void LayoutKernel::Exec::run() const {
+  dnnl_status_t st = dnnl_primitive_execute(p.get(), cpu_stream().get(), int(args.size()), args.data());
+  if (st != dnnl_success)
+    throw std::runtime_error("oneDNN failed to execute a primitive (status " + std::to_string(int(st)) + ")");
+}
+
+LayoutKernel::LayoutKernel(dnnl::primitive p, const std::vector<Arg>& args) {
+  main_.p = std::move(p);
+  for (const Arg& a : args) {
+    dnnl::memory user(a.plain, cpu_engine(), DNNL_MEMORY_NONE);
+    plain_.push_back({user, a.bind});
+    if (a.plain == a.wanted) {
+      main_.args.push_back({a.id, user.get()});
+      continue;
+    }
+    dnnl::memory mine(a.wanted, cpu_engine());  // allocated now, once
+    owned_.push_back(mine);
+    main_.args.push_back({a.id, mine.get()});
+    if (a.bind > 0)
+      before_.push_back({dnnl::reorder(user, mine), {{DNNL_ARG_FROM, user.get()}, {DNNL_ARG_TO, mine.get()}}});
+    else
+      after_.push_back({dnnl::reorder(mine, user), {{DNNL_ARG_FROM, mine.get()}, {DNNL_ARG_TO, user.get()}}});
+  }
+}
+
+void LayoutKernel::run(const KernelArgs& a) {
+  for (auto& [m, which] : plain_) m.set_data_handle(which > 0 ? a.in[which - 1]->raw() : a.out[-which - 1]->raw());
+  for (auto& e : before_) e.run();
+  main_.run();
+  for (auto& e : after_) e.run();
+}
+
 }  // namespace weft

@@ -88,6 +88,33 @@ class OnednnKernel : public Kernel {
   std::vector<dnnl_exec_arg_t> exec_args_;  // for the C API: the C++ execute() allocates per call
 };
 
+// A oneDNN primitive that may want other memory formats than weft's plain row-major
+// tensors (blocked layouts such as nChw16c): for each argument whose format differs it owns
+// a buffer in the wanted format and a reorder, made when the plan is compiled, and runs
+// them around the primitive.
+class LayoutKernel : public Kernel {
+ public:
+  struct Arg {
+    int id;                       // DNNL_ARG_*
+    dnnl::memory::desc plain;     // weft's tensor
+    dnnl::memory::desc wanted;    // what the primitive takes
+    int bind;                     // +1+i input i, -1-i output i
+  };
+  LayoutKernel(dnnl::primitive p, const std::vector<Arg>& args);
+  void run(const KernelArgs& a) override;
+
+ private:
+  struct Exec {
+    dnnl::primitive p;
+    std::vector<dnnl_exec_arg_t> args;
+    void run() const;
+  };
+  std::vector<std::pair<dnnl::memory, int>> plain_;  // memory over weft's tensor, binding
+  std::vector<dnnl::memory> owned_;                  // buffers in the wanted formats
+  std::vector<Exec> before_, after_;                 // reorders in, reorders out
+  Exec main_;
+};
+
 // Catches oneDNN's refusal to build a primitive and turns it into a why_not reason.
 template <class F>
 std::unique_ptr<Kernel> try_onednn(std::string& why_not, F f) {
