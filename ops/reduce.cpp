@@ -39,9 +39,15 @@ class ReduceRef : public Kernel {
     map_.rows([&](int64_t row, int64_t src, int64_t step, int64_t len) {
       T* dst = y + src;
       const T* s = x + row;
-      if (step == 0) {
+      if (step == 0) {  // independent lanes, so the compiler may vectorize without reassociating
+        constexpr int L = 16;
+        T lane[L] = {};
+        int64_t j = 0;
+        for (; j + L <= len; j += L)
+          for (int l = 0; l < L; ++l) lane[l] += s[j + l];
         T acc = 0;
-        for (int64_t j = 0; j < len; ++j) acc += s[j];
+        for (; j < len; ++j) acc += s[j];
+        for (int l = 0; l < L; ++l) acc += lane[l];
         *dst += acc;
       } else {
         for (int64_t j = 0; j < len; ++j) dst[j] += s[j];

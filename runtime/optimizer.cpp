@@ -53,9 +53,9 @@ class Sgd : public Optimizer {
  private:
   template <class T>
   void update(const Tensor& pt, const Tensor& gt, size_t i, double t) {
-    T* p = pt.data<T>();
-    const T* g = gt.data<T>();
-    T* buf = mom_ != 0 ? state_[i].second.data<T>() : nullptr;
+    T* __restrict p = pt.data<T>();
+    const T* __restrict g = gt.data<T>();
+    T* __restrict buf = mom_ != 0 ? state_[i].second.data<T>() : nullptr;
     const T lr = T(lr_), mom = T(mom_), wd = T(wd_);
     const bool first = t == 0, nesterov = nesterov_;
     chunks(pt.numel(), [&](int64_t b, int64_t e) {
@@ -97,10 +97,10 @@ class Adam : public Optimizer {
  private:
   template <class T>
   void update(const Tensor& pt, const Tensor& gt, size_t i, double t) {
-    T* p = pt.data<T>();
-    const T* g = gt.data<T>();
-    T* m = state_[2 * i].second.data<T>();
-    T* v = state_[2 * i + 1].second.data<T>();
+    T* __restrict p = pt.data<T>();
+    const T* __restrict g = gt.data<T>();
+    T* __restrict m = state_[2 * i].second.data<T>();
+    T* __restrict v = state_[2 * i + 1].second.data<T>();
     const T b1 = T(b1_), b2 = T(b2_), wd = T(wd_), eps = T(eps_);
     // lr * mhat / (sqrt(vhat) + eps) with the bias corrections folded into two scalars.
     const T step = T(lr_ / (1 - std::pow(b1_, t)));
@@ -140,10 +140,10 @@ class RmsProp : public Optimizer {
  private:
   template <class T>
   void update(const Tensor& pt, const Tensor& gt, size_t i) {
-    T* p = pt.data<T>();
-    const T* g = gt.data<T>();
-    T* sq = state_[2 * i].second.data<T>();
-    T* buf = state_[2 * i + 1].second.data<T>();
+    T* __restrict p = pt.data<T>();
+    const T* __restrict g = gt.data<T>();
+    T* __restrict sq = state_[2 * i].second.data<T>();
+    T* __restrict buf = state_[2 * i + 1].second.data<T>();
     const T lr = T(lr_), a = T(alpha_), eps = T(eps_), mom = T(mom_), wd = T(wd_);
     chunks(pt.numel(), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {

@@ -1,5 +1,6 @@
 #include "runtime/passes.h"
 
+#include <map>
 #include <set>
 
 namespace weft {
@@ -12,6 +13,12 @@ std::vector<PlanNode> live_nodes(const Graph& g, const std::vector<ValueId>& tar
   }
   return out;
 }
+
+namespace {
+const Shape& shape_of(const std::map<int, const PlanNode*>& by_id, ValueId v) {
+  return by_id.at(v.node)->shapes.at(v.out);
+}
+}  // namespace
 
 int fuse_linear_activation(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets) {
   const OpDef* fused = Registry::get().find("linear_act");
@@ -45,6 +52,44 @@ int fuse_linear_activation(std::vector<PlanNode>& nodes, const std::vector<Value
     if (!dead[k]) kept.push_back(std::move(nodes[k]));
   nodes = std::move(kept);
   return count;
+}
+
+int skip_broadcasts(std::vector<PlanNode>& nodes) {
+  static const std::set<std::string> elementwise = {"add", "sub", "mul", "div"};
+  std::map<int, const PlanNode*> by_id;
+  for (auto& n : nodes) by_id[n.id] = &n;
+  int count = 0;
+  for (auto& n : nodes) {
+    if (!elementwise.count(n.def->name)) continue;
+    for (size_t k = 0; k < n.in.size(); ++k) {
+      auto it = by_id.find(n.in[k].node);
+      if (it == by_id.end() || it->second->def->name != "broadcast_like" || it->second->attrs.at("mean").get<bool>())
+        continue;
+      const PlanNode& bc = *it->second;
+      const Shape& src = shape_of(by_id, bc.in[0]);
+      const Shape& other = shape_of(by_id, n.in[1 - k]);
+      try {
+        if (broadcast_shapes(k == 0 ? src : other, k == 0 ? other : src) != n.shapes[0]) continue;
+      } catch (const ShapeError&) {
+        continue;
+      }
+      n.in[k] = bc.in[0];
+      ++count;
+    }
+  }
+  return count;
+}
+
+void prune(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets) {
+  std::set<int> needed;
+  for (auto t : targets) needed.insert(t.node);
+  for (auto it = nodes.rbegin(); it != nodes.rend(); ++it)
+    if (needed.count(it->id))
+      for (auto v : it->in) needed.insert(v.node);
+  std::vector<PlanNode> kept;
+  for (auto& n : nodes)
+    if (needed.count(n.id)) kept.push_back(std::move(n));
+  nodes = std::move(kept);
 }
 
 }  // namespace weft

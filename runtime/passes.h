@@ -25,5 +25,11 @@ struct PlanNode {
 std::vector<PlanNode> live_nodes(const Graph& g, const std::vector<ValueId>& targets);
 // Returns the number of fusions made.
 int fuse_linear_activation(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets);
+// An elementwise op reading broadcast_like(s, ref) reads s directly when its own
+// broadcasting gives the same result (gradients of sums feed such chains), sparing a
+// tensor-sized write and read. Returns the number of inputs rewritten.
+int skip_broadcasts(std::vector<PlanNode>& nodes);
+// Drops nodes no target needs any more (after rewrites).
+void prune(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets);
 
 }  // namespace weft

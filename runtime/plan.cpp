@@ -68,7 +68,11 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
   plan->batch = opt.batch;
   plan->dtype = opt.dtype;
   std::vector<PlanNode> nodes = live_nodes(g, targets);
-  if (opt.fuse && opt.dtype == DType::f32) plan->fusions = fuse_linear_activation(nodes, targets);
+  if (opt.fuse) {
+    skip_broadcasts(nodes);
+    if (opt.dtype == DType::f32) plan->fusions = fuse_linear_activation(nodes, targets);
+    prune(nodes, targets);
+  }
 
   std::vector<Logical> logical;
   std::vector<Dims> slot_dims;

@@ -147,10 +147,16 @@ std::vector<double> Session::train_step(StepTimes* times) {
       const std::vector<int64_t>* examples = nullptr;
       if (uses_data) examples = &batcher_->indices(step * data_draws_per_step_ + draw++);
       const uint64_t where = uint64_t(pi) * 1024 + uint64_t(r);
+      auto t0 = std::chrono::steady_clock::now();
       fill_inputs(ph.bound, stream_key(opt.seed, uint64_t(step), where), examples, d);
+      auto t1 = std::chrono::steady_clock::now();
       RunContext ctx{opt.seed, uint64_t(step), where, true};
       run_plan(*ph.bound.plan, ctx, opt.parallel, times);
+      auto t2 = std::chrono::steady_clock::now();
       ph.opt->step(ph.param_tensors, ph.grad_tensors);
+      auto t3 = std::chrono::steady_clock::now();
+      input_seconds += std::chrono::duration<double>(t1 - t0).count();
+      optimizer_seconds += std::chrono::duration<double>(t3 - t2).count();
     }
     losses.push_back(ph.bound.plan->target(0).at(0));
   }

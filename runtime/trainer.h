@@ -39,6 +39,9 @@ class Session {
   std::map<std::string, Tensor> params;
   int64_t step = 0;
 
+  // Seconds spent filling inputs and in optimizers, summed over steps (for weft bench).
+  double input_seconds = 0, optimizer_seconds = 0;
+
   // One training step: every phase, `repeat` times; returns each phase's last loss, then
   // the values of train.log (each computed by the first phase whose loss depends on it).
   std::vector<double> train_step(StepTimes* times = nullptr);

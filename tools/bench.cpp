@@ -10,15 +10,16 @@
 
 namespace weft {
 
-int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t warmup) {
+int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t warmup, int nodes) {
   Session s(m, so);
   for (int64_t i = 0; i < warmup; ++i) s.train_step();
-  std::vector<StepTimes> per_phase(s.phases.size());
   // Untimed-by-op pass for the throughput, then a profiled pass for the table.
+  s.input_seconds = s.optimizer_seconds = 0;
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) s.train_step();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  StepTimes times;
+  const double input_ms = 1e3 * s.input_seconds / double(steps), opt_ms = 1e3 * s.optimizer_seconds / double(steps);
+  std::vector<std::pair<double, std::string>> node_rows;
   std::map<std::string, double> by_op;
   std::map<std::string, int> count_op;
   double profiled_total = 0;
@@ -32,6 +33,8 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
     auto& plan = *s.phases[pi].bound.plan;
     for (size_t k = 0; k < plan.steps.size(); ++k) {
       double ms = 1e3 * t.seconds[k] / double(t.runs);
+      node_rows.push_back({ms, fmt::format("{} {} [{}]", plan.steps[k].name, plan.steps[k].op,
+                                           dims_str(plan.slots[plan.steps[k].out[0]].shape()))});
       std::string key = plan.steps[k].op + " (" + plan.steps[k].kernel_name + ")";
       by_op[key] += ms;
       count_op[key]++;
@@ -50,7 +53,15 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
   fmt::print("\n{:<36} {:>6} {:>10} {:>7}\n", "op (kernel)", "count", "ms/step", "share");
   for (auto& [ms, k] : rows)
     fmt::print("{:<36} {:>6} {:>10.3f} {:>6.1f}%\n", k, count_op[k], ms, 100 * ms / profiled_total);
-  fmt::print("{:<36} {:>6} {:>10.3f}   (plans alone; the rest of a step is inputs and optimizer)\n", "total", "", profiled_total);
+  fmt::print("{:<36} {:>6} {:>10.3f}\n", "plans (profiled separately)", "", profiled_total);
+  if (nodes > 0) {
+    std::sort(node_rows.rbegin(), node_rows.rend());
+    fmt::print("\nslowest plan steps\n");
+    for (int i = 0; i < nodes && i < int(node_rows.size()); ++i)
+      fmt::print("  {:>8.3f} ms  {}\n", node_rows[i].first, node_rows[i].second);
+  }
+  fmt::print("{:<36} {:>6} {:>10.3f}\n", "filling inputs (data, noise)", "", input_ms);
+  fmt::print("{:<36} {:>6} {:>10.3f}\n", "optimizer updates", "", opt_ms);
   return 0;
 }
 

@@ -5,5 +5,5 @@
 
 namespace weft {
 // `weft bench`: samples/s over `steps` training steps and a per-op time table.
-int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t warmup);
+int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t warmup, int nodes);
 }  // namespace weft

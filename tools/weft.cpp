@@ -245,9 +245,11 @@ int main(int argc, char** argv) {
   add_common(bench, o);
   bench->add_option("--steps", steps, "timed steps")->capture_default_str();
   bench->add_option("--warmup", warmup, "untimed steps first")->capture_default_str();
+  int nodes = 0;
+  bench->add_option("--nodes", nodes, "also list the N slowest plan steps");
   table["bench"] = [&] {
     Model m = load_model(o.graph);
-    return run_bench(m, session_options(m, o), steps, warmup);
+    return run_bench(m, session_options(m, o), steps, warmup, nodes);
   };
 
   auto* grad = app.add_subcommand("gradcheck", "check an op's gradient against finite differences (f64)");
