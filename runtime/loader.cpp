@@ -12,6 +12,7 @@
 #include "runtime/init.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
+#include "runtime/plugin.h"
 
 namespace weft {
 
@@ -50,10 +51,16 @@ class Loader {
     if (!root_.contains("weft")) fail("", "missing \"weft\": 1 (the format version)");
     if (root_["weft"] != 1) fail("/weft", "expected format version 1, got " + brief(root_["weft"]));
     m_.name = root_.value("name", "");
-    if (root_.contains("requires")) {
+    if (root_.contains("requires")) {  // plugins are loaded by the user, never by a graph
       const json& r = root_["requires"];
-      if (!r.is_array() || !r.empty())
-        fail("/requires", "this weft has no plugins loaded; a graph that requires plugins cannot run here");
+      if (!r.is_array()) fail("/requires", "expected a list of plugin names");
+      for (size_t i = 0; i < r.size(); ++i) {
+        if (!r[i].is_string()) fail(ptr("/requires", i), "expected a plugin name");
+        if (!find_plugin(r[i]))
+          fail(ptr("/requires", i),
+               fmt::format("the graph requires plugin '{}', which is not loaded: pass --plugin PATH to its library "
+                           "(or list the library in WEFT_PLUGIN_PATH)", r[i].get<std::string>()));
+      }
     }
     load_data();
     load_inputs();

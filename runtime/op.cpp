@@ -198,6 +198,12 @@ void Registry::add(const OpDef& def) {
   ops_[def.name] = std::make_unique<OpDef>(def);
 }
 
+void Registry::add_kernel(const std::string& op, const KernelEntry& k) {
+  auto it = ops_.find(op);
+  WEFT_ASSERT(it != ops_.end(), "kernel for unknown op " + op);
+  it->second->kernel(k.device_kind, k.dtype, k.name, k.make, k.priority);
+}
+
 const OpDef* Registry::find(const std::string& n) const {
   auto it = ops_.find(n);
   return it == ops_.end() ? nullptr : it->second.get();

@@ -188,6 +188,7 @@ class Registry {
  public:
   static Registry& get();
   void add(const OpDef& def);  // throws Error on a duplicate name
+  void add_kernel(const std::string& op, const KernelEntry& k);  // the op must exist
   const OpDef* find(const std::string& name) const;
   std::vector<const OpDef*> all() const;  // sorted by name
 

@@ -8,7 +8,7 @@ namespace weft {
 
 const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : "f64"; }
 
-const char* device_name(Device d) { return d.kind == 0 ? "cpu" : "device"; }
+const char* device_name(Device d) { return d.kind == 0 ? "cpu" : "a plugin device"; }
 
 int64_t numel(const Dims& d) {
   int64_t n = 1;
@@ -30,7 +30,14 @@ Storage::Storage(size_t n, Device dev) : bytes(n), device(dev) {
   std::memset(data, 0, rounded ? rounded : 64);
 }
 
-Storage::~Storage() { std::free(data); }
+Storage::Storage(void* d, size_t n, Device dev, void (*rel)(void*)) : data(d), bytes(n), device(dev), release(rel) {}
+
+Storage::~Storage() {
+  if (release)
+    release(data);
+  else
+    std::free(data);
+}
 
 Tensor::Tensor(DType dtype, Dims shape, Device device)
     : storage_(std::make_shared<Storage>(size_t(weft::numel(shape)) * dtype_size(dtype), device)),

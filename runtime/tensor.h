@@ -35,7 +35,10 @@ struct Storage {
   size_t bytes = 0;
   Device device;
   explicit Storage(size_t bytes, Device device = Device::cpu());
+  // Memory allocated elsewhere (a device's allocator), released by `release`.
+  Storage(void* data, size_t bytes, Device device, void (*release)(void*));
   ~Storage();
+  void (*release)(void*) = nullptr;
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 };

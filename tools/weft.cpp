@@ -11,6 +11,7 @@
 #include "runtime/files.h"
 #include "runtime/gradcheck.h"
 #include "runtime/model.h"
+#include "runtime/plugin.h"
 #include "runtime/threading.h"
 #include "runtime/trainer.h"
 #include "tools/commands.h"
@@ -21,10 +22,15 @@ namespace {
 
 struct Common {
   std::string graph, data;
+  std::vector<std::string> plugins;
   int threads = 0;
   bool parallel = false;
   int64_t seed = -1, batch = 0;
 };
+
+void add_plugin_option(CLI::App* c, std::vector<std::string>& plugins) {
+  c->add_option("--plugin", plugins, "load an op plugin (a shared library); repeatable; WEFT_PLUGIN_PATH lists more");
+}
 
 void add_common(CLI::App* c, Common& o, bool graph = true) {
   if (graph) c->add_option("graph", o.graph, "the model's JSON file")->required();
@@ -33,6 +39,7 @@ void add_common(CLI::App* c, Common& o, bool graph = true) {
   c->add_flag("--parallel", o.parallel, "run independent steps side by side on TBB");
   c->add_option("--seed", o.seed, "random seed (default: the graph's train.seed)");
   c->add_option("--batch", o.batch, "batch size (default: the graph's train.batch)");
+  add_plugin_option(c, o.plugins);
 }
 
 SessionOptions session_options(const Model& m, const Common& o) {
@@ -116,7 +123,10 @@ int cmd_ops(bool all) {
     std::set<std::string> ks;
     for (auto& k : d->kernel_list) ks.insert(fmt::format("{}/{}", k.name, dtype_name(k.dtype)));
     std::string kind = d->expansion ? "composite" : d->grad_rule ? "differentiable" : "no gradient";
-    fmt::print("{}  [{}; {}]\n    {}\n", op_signature(*d), d->origin_name, kind, d->docs);
+    std::string origin = d->origin_name;
+    for (auto& p : loaded_plugins())
+      if (origin == "plugin " + p.name) origin += " " + p.version + ", " + p.path;
+    fmt::print("{}  [{}; {}]\n    {}\n", op_signature(*d), origin, kind, d->docs);
     for (auto& a : d->attrs)
       fmt::print("    {} ({}{}): {}\n", a.name, attr_type_name(a.type),
                  a.required ? ", required" : a.default_value.is_null() ? "" : ", default " + a.default_value.dump(), a.doc);
@@ -223,6 +233,7 @@ int main(int argc, char** argv) {
 
   auto* ops = app.add_subcommand("ops", "list the registered ops with their schemas");
   ops->add_flag("--all", all_ops, "include internal ops (made by passes)");
+  add_plugin_option(ops, o.plugins);
   table["ops"] = [&] { return cmd_ops(all_ops); };
 
   auto* sample = app.add_subcommand("sample", "generate samples from a checkpoint");
@@ -255,10 +266,12 @@ int main(int argc, char** argv) {
   auto* grad = app.add_subcommand("gradcheck", "check an op's gradient against finite differences (f64)");
   grad->add_option("--op", op, "the op")->required();
   grad->add_option("--shape", shapes, "input shapes, one --shape per input: 4,7");
+  add_plugin_option(grad, o.plugins);
   table["gradcheck"] = [&] { return cmd_gradcheck(op, shapes); };
 
   CLI11_PARSE(app, argc, argv);
   try {
+    load_plugins(o.plugins);
     for (auto* sub : app.get_subcommands()) return table.at(sub->get_name())();
   } catch (const Error& e) {
     fmt::print(stderr, "weft: {}\n", e.what());

@@ -1,0 +1,428 @@
+#include "runtime/plugin.h"
+
+#include <dlfcn.h>
+#include <fmt/format.h>
+
+#include <array>
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <sstream>
+
+#include "runtime/autodiff.h"
+#include "runtime/kernels.h"
+
+namespace weft {
+
+namespace {
+
+std::vector<LoadedPlugin>& plugin_list() {
+  static std::vector<LoadedPlugin> v;
+  return v;
+}
+std::vector<DeviceDef>& device_list() {
+  static std::vector<DeviceDef> d;
+  return d;
+}
+
+// --- the host table -------------------------------------------------------------------
+
+void* host_alloc(size_t n) {
+  size_t rounded = (n + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+  if (p) std::memset(p, 0, rounded ? rounded : 64);
+  return p;
+}
+void host_free(void* p) { std::free(p); }
+void host_log(const char* plugin, const char* message) {
+  fmt::print(stderr, "[{}] {}\n", plugin ? plugin : "plugin", message ? message : "");
+}
+void host_report(const weft_call* call, const char* message) {
+  if (call && call->host_data) *static_cast<std::string*>(call->host_data) = message ? message : "(no message)";
+}
+const weft_host kHost = {WEFT_PLUGIN_ABI_VERSION, host_alloc, host_free, host_log, host_report};
+
+// --- kernels --------------------------------------------------------------------------
+
+class PluginKernel : public Kernel {
+ public:
+  PluginKernel(const KernelInfo& info, weft_kernel_fn fn, std::string label)
+      : fn_(fn), attrs_(info.attrs.dump()), label_(std::move(label)), node_(info.node) {
+    for (auto& d : info.in) in_.push_back(describe(d, info));
+    for (auto& d : info.out) out_.push_back(describe(d, info));
+  }
+  void run(const KernelArgs& a) override {
+    for (size_t i = 0; i < in_.size(); ++i) in_[i].data = a.in[i]->raw();
+    for (size_t i = 0; i < out_.size(); ++i) out_[i].data = a.out[i]->raw();
+    std::string message;
+    weft_call call{&kHost, &message, attrs_.c_str(), a.ctx->seed, a.ctx->step, a.node_key, a.ctx->training ? 1 : 0};
+    if (fn_(&call, in_.data(), int32_t(in_.size()), out_.data(), int32_t(out_.size())) != 0)
+      throw Error(fmt::format("node '{}': {} failed: {}", node_, label_, message.empty() ? "(no message)" : message));
+  }
+
+ private:
+  static weft_tensor describe(const Dims& d, const KernelInfo& info) {
+    weft_tensor t{};
+    t.dtype = info.dtype == DType::f32 ? WEFT_F32 : WEFT_F64;
+    t.device = info.device.kind;
+    t.ndim = int32_t(d.size());
+    for (size_t i = 0; i < d.size(); ++i) t.shape[i] = d[i];
+    return t;
+  }
+  weft_kernel_fn fn_;
+  std::string attrs_, label_, node_;
+  std::vector<weft_tensor> in_, out_;
+};
+
+// --- schema, shapes, gradients ----------------------------------------------------------
+
+std::vector<std::string> split_names(const char* s) {
+  std::vector<std::string> r;
+  if (!s) return r;
+  std::stringstream ss(s);
+  for (std::string part; std::getline(ss, part, ',');) {
+    part.erase(0, part.find_first_not_of(' '));
+    part.erase(part.find_last_not_of(' ') + 1);
+    r.push_back(part);
+  }
+  return r;
+}
+
+bool good_name(const std::string& n) {
+  if (n.empty() || !(std::islower(static_cast<unsigned char>(n[0])))) return false;
+  for (char c : n)
+    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
+
+}  // namespace
+
+// The registrar's state while a plugin's init runs: everything is staged, then committed.
+struct Staging {
+  std::string path, plugin;
+  std::string error;
+  std::vector<OpDef> ops;
+  std::vector<std::pair<std::string, KernelEntry>> kernels;  // op, kernel
+  std::vector<DeviceDef> devices;
+
+  const OpDef* find_op(const std::string& name) const {
+    if (const OpDef* d = Registry::get().find(name)) return d;
+    for (auto& o : ops)
+      if (o.name == name) return &o;
+    return nullptr;
+  }
+  int refuse(const std::string& why) {
+    if (error.empty()) error = why;
+    return 1;
+  }
+};
+
+namespace {
+
+Staging* staging(weft_registrar* r) { return static_cast<Staging*>(r->host_data); }
+
+ShapeRule make_shape_rule(weft_shape_fn fn, size_t n_out) {
+  return [fn, n_out](const ShapeContext& c) {
+    const size_t n_in = c.in.size();
+    std::vector<int32_t> in_ndim(n_in), out_ndim(n_out, -1);
+    std::vector<std::array<int64_t, WEFT_MAX_DIMS>> in_shape(n_in), out_shape(n_out);
+    for (size_t i = 0; i < n_in; ++i) {
+      if (c.in[i].size() > WEFT_MAX_DIMS) throw ShapeError("more than 8 dimensions");
+      in_ndim[i] = int32_t(c.in[i].size());
+      for (size_t k = 0; k < c.in[i].size(); ++k) in_shape[i][k] = c.in[i][k].batch ? -c.in[i][k].n : c.in[i][k].n;
+    }
+    char error[512] = {0};
+    std::string attrs = c.attrs.dump();
+    weft_shape_call call{attrs.c_str(),
+                         int32_t(n_in),
+                         in_ndim.data(),
+                         reinterpret_cast<const int64_t(*)[WEFT_MAX_DIMS]>(in_shape.data()),
+                         int32_t(n_out),
+                         out_ndim.data(),
+                         reinterpret_cast<int64_t(*)[WEFT_MAX_DIMS]>(out_shape.data()),
+                         error,
+                         sizeof error};
+    if (fn(&call) != 0) throw ShapeError(error[0] ? error : "the plugin's shape rule refused the inputs");
+    std::vector<Shape> out(n_out);
+    for (size_t o = 0; o < n_out; ++o) {
+      if (out_ndim[o] < 0 || out_ndim[o] > WEFT_MAX_DIMS) throw ShapeError("the plugin's shape rule gave no shape");
+      for (int k = 0; k < out_ndim[o]; ++k) {
+        int64_t d = out_shape[o][k];
+        out[o].push_back(d < 0 ? Dim::B(-d) : Dim(d));
+      }
+    }
+    return out;
+  };
+}
+
+std::vector<AttrSpec> parse_attrs(const char* text) {
+  std::vector<AttrSpec> out;
+  if (!text) return out;
+  json list = json::parse(text);  // throws on bad JSON; the caller reports it
+  if (!list.is_array()) throw std::runtime_error("attrs must be a JSON list");
+  static const std::map<std::string, AttrType> types = {
+      {"int", AttrType::Int}, {"float", AttrType::Float}, {"bool", AttrType::Bool},
+      {"string", AttrType::String}, {"ints", AttrType::Ints}};
+  for (auto& a : list) {
+    if (!a.is_object() || !a.contains("name") || !a["name"].is_string() || !a.contains("type") || !a["type"].is_string())
+      throw std::runtime_error("each attribute needs a \"name\" and a \"type\"");
+    auto t = types.find(a["type"]);
+    if (t == types.end())
+      throw std::runtime_error(fmt::format("attribute '{}' has type {}; expected int, float, bool, string or ints",
+                                           a["name"].get<std::string>(), a["type"].dump()));
+    AttrSpec s{a["name"], t->second, a.value("default", json()), !a.contains("default"), a.value("doc", ""), {}};
+    out.push_back(s);
+  }
+  return out;
+}
+
+// Checks a gradient subgraph against the op's names and the registry; returns the reason
+// it is refused, or "".
+std::string check_gradient(const json& g, const OpDef& d, const Staging& st) {
+  if (!g.is_object() || !g.contains("nodes") || !g["nodes"].is_array() || !g.contains("grads") || !g["grads"].is_object())
+    return "a gradient is {\"nodes\": [...], \"grads\": {...}}";
+  std::set<std::string> known;
+  for (auto& i : d.inputs) known.insert(i.name);
+  for (auto& o : d.outputs) known.insert(o), known.insert("d" + o);
+  for (auto& n : g["nodes"]) {
+    if (!n.is_object() || !n.contains("id") || !n["id"].is_string() || !n.contains("op") || !n["op"].is_string())
+      return "each gradient node needs an \"id\" and an \"op\"";
+    std::string op = n["op"];
+    if (!st.find_op(op)) return fmt::format("the gradient of op {} names unknown op '{}'", d.name, op);
+    for (auto& r : n.value("in", json::array()))
+      if (r.is_string() && r.get<std::string>().rfind('$', 0) != 0 && !known.count(r.get<std::string>()))
+        return fmt::format("the gradient of op {} uses unknown id '{}'", d.name, r.get<std::string>());
+    known.insert(n["id"].get<std::string>());
+  }
+  for (auto& [input, id] : g["grads"].items()) {
+    bool is_input = false;
+    for (auto& i : d.inputs) is_input = is_input || i.name == input;
+    if (!is_input) return fmt::format("the gradient of op {} names '{}', which is not an input", d.name, input);
+    if (!id.is_string() || !known.count(id.get<std::string>()))
+      return fmt::format("the gradient of op {} gives input '{}' an unknown id", d.name, input);
+  }
+  return "";
+}
+
+GradRule make_grad_rule(json g, std::vector<std::string> in_names, std::vector<std::string> out_names) {
+  return [g, in_names, out_names](GradContext& c) {
+    std::map<std::string, Val> env;
+    for (size_t i = 0; i < in_names.size() && int(i) < c.num_inputs(); ++i) env[in_names[i]] = c.input(int(i));
+    for (size_t k = 0; k < out_names.size(); ++k) {
+      env[out_names[k]] = c.output(int(k));
+      Val d = c.grad_output(int(k));
+      env["d" + out_names[k]] = d ? d : c.op("zeros_like", {c.output(int(k))});
+    }
+    for (auto& n : g["nodes"]) {
+      std::vector<Val> in;
+      for (auto& r : n.value("in", json::array())) {
+        if (r.is_number())
+          in.push_back(c.b.constant(r.get<double>()));
+        else if (r.get<std::string>().rfind('$', 0) == 0)  // an attribute's value as a constant
+          in.push_back(c.b.constant(c.attrs().at(r.get<std::string>().substr(1)).get<double>()));
+        else
+          in.push_back(env.at(r.get<std::string>()));
+      }
+      json attrs = json::object();
+      for (auto& [k, v] : n.items()) {
+        if (k == "id" || k == "op" || k == "in") continue;
+        attrs[k] = v.is_string() && !v.get<std::string>().empty() && v.get<std::string>()[0] == '$' ? c.attrs().at(v.get<std::string>().substr(1)) : v;
+      }
+      env[n["id"]] = c.op(n["op"], in, attrs);
+    }
+    std::vector<Val> out(in_names.size());
+    for (auto& [input, id] : g["grads"].items())
+      for (size_t i = 0; i < in_names.size(); ++i)
+        if (in_names[i] == input && c.needs(int(i))) out[i] = env.at(id.get<std::string>());
+    return out;
+  };
+}
+
+OpTest parse_test(const json& t) {
+  OpTest o;
+  for (auto& c : t.at("cases")) {
+    std::vector<Dims> shapes;
+    for (auto& s : c) shapes.push_back(s.get<Dims>());
+    o.cases.push_back(shapes);
+  }
+  o.attrs = t.value("attrs", json::object());
+  o.low = t.value("low", -2.0);
+  o.high = t.value("high", 2.0);
+  o.order = t.value("order", 1);
+  o.no_grad_inputs = t.value("no_grad_inputs", std::vector<int>{});
+  return o;
+}
+
+int add_op(weft_registrar* r, const weft_op_def* def) {
+  Staging& st = *staging(r);
+  if (!def || !def->name) return st.refuse("an op without a name");
+  std::string name = def->name;
+  if (!good_name(name)) return st.refuse(fmt::format("op name '{}' is not snake_case", name));
+  if (const OpDef* old = st.find_op(name))
+    return st.refuse(fmt::format("op '{}' is already defined ({})", name, old->origin_name));
+  if (!def->shape) return st.refuse(fmt::format("op {} has no shape rule", name));
+  OpDef d(name);
+  d.doc(def->doc ? def->doc : "").origin("plugin " + st.plugin);
+  for (auto& i : split_names(def->inputs)) {
+    if (!good_name(i)) return st.refuse(fmt::format("op {}: input name '{}' is not snake_case", name, i));
+    d.input(i);
+  }
+  for (auto& o : split_names(def->outputs)) {
+    if (!good_name(o)) return st.refuse(fmt::format("op {}: output name '{}' is not snake_case", name, o));
+    d.output(o);
+  }
+  if (d.outputs.empty()) return st.refuse(fmt::format("op {} has no outputs", name));
+  try {
+    d.attrs = parse_attrs(def->attrs);
+  } catch (const std::exception& e) {
+    return st.refuse(fmt::format("op {}: its attribute schema does not validate: {}", name, e.what()));
+  }
+  d.shape(make_shape_rule(def->shape, d.outputs.size()));
+  if (def->gradient) {
+    json g;
+    try {
+      g = json::parse(def->gradient);
+    } catch (const std::exception& e) {
+      return st.refuse(fmt::format("op {}: its gradient is not JSON: {}", name, e.what()));
+    }
+    std::string why = check_gradient(g, d, st);
+    if (!why.empty()) return st.refuse(why);
+    std::vector<std::string> ins, outs = d.outputs;
+    for (auto& i : d.inputs) ins.push_back(i.name);
+    d.grad(make_grad_rule(g, ins, outs));
+  }
+  if (def->test) {
+    try {
+      d.test(parse_test(json::parse(def->test)));
+    } catch (const std::exception& e) {
+      return st.refuse(fmt::format("op {}: its test spec does not validate: {}", name, e.what()));
+    }
+  }
+  st.ops.push_back(d);
+  return 0;
+}
+
+int add_kernel(weft_registrar* r, const weft_kernel_def* k) {
+  Staging& st = *staging(r);
+  if (!k || !k->op || !k->run) return st.refuse("a kernel without an op or a function");
+  if (!st.find_op(k->op)) return st.refuse(fmt::format("a kernel for unknown op '{}'", k->op));
+  bool known_device = k->device == 0;
+  for (auto& d : device_list()) known_device = known_device || d.kind == k->device;
+  for (auto& d : st.devices) known_device = known_device || d.kind == k->device;
+  if (!known_device) return st.refuse(fmt::format("a kernel of op {} for unknown device kind {}", k->op, k->device));
+  if (k->dtype != WEFT_F32 && k->dtype != WEFT_F64) return st.refuse(fmt::format("a kernel of op {} for an unknown dtype", k->op));
+  std::string label = fmt::format("kernel '{}' of op {} (plugin {})", k->name ? k->name : "", k->op, st.plugin);
+  weft_kernel_fn fn = k->run;
+  KernelEntry e{k->device, k->dtype == WEFT_F32 ? DType::f32 : DType::f64, fmt::format("{}:{}", st.plugin, k->name ? k->name : "kernel"),
+                [fn, label](const KernelInfo& info, std::string&) -> std::unique_ptr<Kernel> {
+                  return std::make_unique<PluginKernel>(info, fn, label);
+                },
+                2};
+  st.kernels.push_back({k->op, e});
+  return 0;
+}
+
+int add_device(weft_registrar* r, const weft_device_def* d, int32_t* kind) {
+  Staging& st = *staging(r);
+  if (!d || !d->name || !d->alloc || !d->free || !d->copy_to_host || !d->copy_from_host || !d->sync)
+    return st.refuse("a device needs a name, alloc, free, copy_to_host, copy_from_host and sync");
+  int k = 1 + int(device_list().size() + st.devices.size());
+  st.devices.push_back({k, d->name, st.plugin, *d});
+  st.devices.back().fns.name = nullptr;  // the string is the plugin's; keep our copy
+  if (kind) *kind = k;
+  return 0;
+}
+
+}  // namespace
+
+const LoadedPlugin& load_plugin(const std::string& path) {
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib) throw Error(path, "", fmt::format("cannot load the plugin: {}", dlerror()));
+  auto refuse = [&](const std::string& why) {
+    dlclose(lib);
+    throw Error(path, "", why);
+  };
+  auto describe = reinterpret_cast<const weft_plugin_info* (*)()>(dlsym(lib, "weft_plugin_describe"));
+  auto init = reinterpret_cast<int (*)(const weft_host*, weft_registrar*)>(dlsym(lib, "weft_plugin_init"));
+  if (!describe || !init) refuse("not a weft plugin: it does not export weft_plugin_describe and weft_plugin_init");
+  const weft_plugin_info* info = describe();
+  if (!info || !info->name) refuse("not a weft plugin: weft_plugin_describe returned no name");
+  if (info->abi_version != WEFT_PLUGIN_ABI_VERSION)
+    refuse(fmt::format("plugin '{}' was built for plugin ABI {}, this weft speaks ABI {}: rebuild it against this weft's plugins/weft_plugin.h",
+                       info->name, info->abi_version, WEFT_PLUGIN_ABI_VERSION));
+  if (find_plugin(info->name)) refuse(fmt::format("plugin '{}' is already loaded", info->name));
+  Staging st;
+  st.path = path;
+  st.plugin = info->name;
+  weft_registrar reg{&st, add_op, add_kernel, add_device};
+  int rc = init(&kHost, &reg);
+  if (!st.error.empty()) refuse(fmt::format("plugin '{}' refused: {}", st.plugin, st.error));
+  if (rc != 0) refuse(fmt::format("plugin '{}' failed to initialise (weft_plugin_init returned {})", st.plugin, rc));
+  // Commit: ops, then kernels (onto plugin ops and built-in ones alike), then devices.
+  LoadedPlugin lp{info->name, info->version ? info->version : "", path, {}};
+  for (auto& op : st.ops) {
+    Registry::get().add(op);
+    lp.ops.push_back(op.name);
+  }
+  for (auto& [op, k] : st.kernels) Registry::get().add_kernel(op, k);
+  for (auto& d : st.devices) device_list().push_back(d);
+  plugin_list().push_back(lp);
+  return plugin_list().back();
+}
+
+void load_plugins(const std::vector<std::string>& paths) {
+  if (const char* env = std::getenv("WEFT_PLUGIN_PATH")) {
+    std::stringstream ss(env);
+    for (std::string p; std::getline(ss, p, ':');)
+      if (!p.empty()) load_plugin(p);
+  }
+  for (auto& p : paths) load_plugin(p);
+}
+
+const std::vector<LoadedPlugin>& loaded_plugins() { return plugin_list(); }
+
+const LoadedPlugin* find_plugin(const std::string& name) {
+  for (auto& p : plugin_list())
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+const DeviceDef* find_device(int kind) {
+  for (auto& d : device_list())
+    if (d.kind == kind) return &d;
+  return nullptr;
+}
+
+const std::vector<DeviceDef>& devices() { return device_list(); }
+
+static const DeviceDef& device_or_fail(int kind) {
+  const DeviceDef* d = find_device(kind);
+  if (!d) throw Error(fmt::format("no device of kind {} is registered", kind));
+  return *d;
+}
+
+Tensor device_tensor(DType dtype, Dims shape, int kind) {
+  const DeviceDef& d = device_or_fail(kind);
+  size_t bytes = size_t(numel(shape)) * dtype_size(dtype);
+  void* p = d.fns.alloc(bytes);
+  if (!p) throw Error(fmt::format("device {} could not allocate {} bytes", d.name, bytes));
+  return Tensor::over(std::make_shared<Storage>(p, bytes, Device{kind, 0}, d.fns.free), dtype, std::move(shape));
+}
+
+void copy_to_device(const Tensor& host, Tensor& dev) {
+  const DeviceDef& d = device_or_fail(dev.device().kind);
+  WEFT_ASSERT(host.device().kind == 0 && host.bytes() == dev.bytes() && host.dtype() == dev.dtype());
+  if (d.fns.copy_from_host(dev.raw(), host.raw(), host.bytes()) != 0 || d.fns.sync() != 0)
+    throw Error(fmt::format("device {} failed to copy from the host", d.name));
+}
+
+Tensor copy_to_host(const Tensor& dev) {
+  const DeviceDef& d = device_or_fail(dev.device().kind);
+  Tensor host(dev.dtype(), dev.shape());
+  if (d.fns.sync() != 0 || d.fns.copy_to_host(host.raw(), dev.raw(), dev.bytes()) != 0)
+    throw Error(fmt::format("device {} failed to copy to the host", d.name));
+  return host;
+}
+
+}  // namespace weft
