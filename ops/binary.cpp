@@ -22,7 +22,8 @@ class BinaryRef : public Kernel {
       for (int64_t i = 0, n = a.out[0]->numel(); i < n; ++i) y[i] = f_(x[i], z[i]);
       return;
     }
-    for (int64_t i = 0, n = a.out[0]->numel(); i < n; ++i) y[i] = f_(x[a_.offset(i)], z[b_.offset(i)]);
+    for (int64_t i = 0, n = a.out[0]->numel(); i < n; ++i)
+      y[i] = f_(x[a_.offset(i)], z[b_.offset(i)]);
   }
 
  private:
@@ -39,7 +40,8 @@ std::vector<KernelEntry> binary_ref(F f) {
       return std::make_unique<BinaryRef<T, decltype(g)>>(info, g);
     };
   };
-  return {{0, DType::f32, "reference", make(float{}), 0}, {0, DType::f64, "reference", make(double{}), 0}};
+  return {{0, DType::f32, "reference", make(float{}), 0},
+          {0, DType::f64, "reference", make(double{}), 0}};
 }
 
 // oneDNN binary takes src0 at the output's full shape and broadcasts src1 only; a
@@ -65,8 +67,10 @@ KernelMaker onednn_binary(dnnl::algorithm alg, bool commutative) {
       dnnl::binary::primitive_desc pd({alg, d0, d1, d0}, cpu_engine());
       return std::make_unique<OnednnKernel>(
           dnnl::binary(pd),
-          std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_SRC_0, d0}, {DNNL_ARG_SRC_1, d1}, {DNNL_ARG_DST, d0}},
-          std::vector<std::pair<int, int>>{{DNNL_ARG_SRC_0, 1 + first}, {DNNL_ARG_SRC_1, 2 - first}, {DNNL_ARG_DST, -1}});
+          std::vector<std::pair<int, dnnl::memory::desc>>{
+              {DNNL_ARG_SRC_0, d0}, {DNNL_ARG_SRC_1, d1}, {DNNL_ARG_DST, d0}},
+          std::vector<std::pair<int, int>>{
+              {DNNL_ARG_SRC_0, 1 + first}, {DNNL_ARG_SRC_1, 2 - first}, {DNNL_ARG_DST, -1}});
     });
   };
 }
@@ -78,7 +82,9 @@ const std::vector<std::vector<Dims>> kBinaryCases = {
 
 WEFT_OP(add)
     .doc("a + b, broadcasting")
-    .input("a").input("b").output("y")
+    .input("a")
+    .input("b")
+    .output("y")
     .shape(broadcast_rule)
     .kernel(0, DType::f32, "onednn", onednn_binary(dnnl::algorithm::binary_add, true), 1)
     .kernels(binary_ref([](double x, double z) { return x + z; }))
@@ -90,7 +96,9 @@ WEFT_OP(add)
 
 WEFT_OP(sub)
     .doc("a - b, broadcasting")
-    .input("a").input("b").output("y")
+    .input("a")
+    .input("b")
+    .output("y")
     .shape(broadcast_rule)
     .kernel(0, DType::f32, "onednn", onednn_binary(dnnl::algorithm::binary_sub, false), 1)
     .kernels(binary_ref([](double x, double z) { return x - z; }))
@@ -103,7 +111,9 @@ WEFT_OP(sub)
 
 WEFT_OP(mul)
     .doc("a * b, broadcasting")
-    .input("a").input("b").output("y")
+    .input("a")
+    .input("b")
+    .output("y")
     .shape(broadcast_rule)
     .kernel(0, DType::f32, "onednn", onednn_binary(dnnl::algorithm::binary_mul, true), 1)
     .kernels(binary_ref([](double x, double z) { return x * z; }))
@@ -116,7 +126,9 @@ WEFT_OP(mul)
 
 WEFT_OP(div)
     .doc("a / b, broadcasting")
-    .input("a").input("b").output("y")
+    .input("a")
+    .input("b")
+    .output("y")
     .shape(broadcast_rule)
     .kernel(0, DType::f32, "onednn", onednn_binary(dnnl::algorithm::binary_div, false), 1)
     .kernels(binary_ref([](double x, double z) { return x / z; }))

@@ -27,8 +27,8 @@ Geo geo(const Dims& x, const Dims& w, const Dims& y, const json& attrs) {
   auto [sh, sw] = pair_of(attrs, "stride");
   auto [ph, pw] = pair_of(attrs, "pad");
   auto [dh, dw] = pair_of(attrs, "dilation");
-  return {x[0], x[1], x[2], x[3], y[1], y[2], y[3], w[2], w[3], sh, sw, ph, pw, dh, dw,
-          attrs.at("groups").get<int64_t>()};
+  return {x[0], x[1], x[2], x[3], y[1], y[2], y[3], w[2],
+          w[3], sh,   sw,   ph,   pw,   dh,   dw,   attrs.at("groups").get<int64_t>()};
 }
 
 // Accumulates one of C, D or W. mode 0: out=y from (a=x, b=w); 1: out=x from (a=dy, b=w);
@@ -78,10 +78,14 @@ void add_channel_bias(T* y, const T* bias, int64_t n, int64_t c, int64_t hw) {
 enum class Role { conv, transpose, data, weights };
 Geo geo_of(Role r, const KernelInfo& i) {
   switch (r) {
-    case Role::conv: return geo(i.in[0], i.in[1], i.out[0], i.attrs);
-    case Role::transpose: return geo(i.out[0], i.in[1], i.in[0], i.attrs);
-    case Role::data: return geo(i.out[0], i.in[1], i.in[0], i.attrs);
-    case Role::weights: return geo(i.in[0], i.out[0], i.in[1], i.attrs);
+    case Role::conv:
+      return geo(i.in[0], i.in[1], i.out[0], i.attrs);
+    case Role::transpose:
+      return geo(i.out[0], i.in[1], i.in[0], i.attrs);
+    case Role::data:
+      return geo(i.out[0], i.in[1], i.in[0], i.attrs);
+    case Role::weights:
+      return geo(i.in[0], i.out[0], i.in[1], i.attrs);
   }
   return {};
 }
@@ -93,10 +97,12 @@ std::vector<KernelEntry> conv_reference(Role r) {
     T* out = out_ptr<T>(a, 0);
     const int64_t n = a.out[0]->numel();
     if (r == Role::conv) conv_ref<T>(0, q, in_ptr<T>(a, 0), in_ptr<T>(a, 1), out, n);
-    if (r == Role::transpose || r == Role::data) conv_ref<T>(1, q, in_ptr<T>(a, 0), in_ptr<T>(a, 1), out, n);
+    if (r == Role::transpose || r == Role::data)
+      conv_ref<T>(1, q, in_ptr<T>(a, 0), in_ptr<T>(a, 1), out, n);
     if (r == Role::weights) conv_ref<T>(2, q, in_ptr<T>(a, 0), in_ptr<T>(a, 1), out, n);
     if ((r == Role::conv || r == Role::transpose) && a.in.size() > 2)
-      add_channel_bias(out, in_ptr<T>(a, 2), info.out[0][0], info.out[0][1], info.out[0][2] * info.out[0][3]);
+      add_channel_bias(out, in_ptr<T>(a, 2), info.out[0][0], info.out[0][1],
+                       info.out[0][2] * info.out[0][3]);
   });
 }
 
@@ -125,11 +131,15 @@ struct OnednnConv {
     strides = {q.sh, q.sw};
     dil = {q.dh - 1, q.dw - 1};
     pl = {q.ph, q.pw};
-    pr = {(q.oh - 1) * q.sh + (q.kh - 1) * q.dh + 1 - q.h - q.ph, (q.ow - 1) * q.sw + (q.kw - 1) * q.dw + 1 - q.w - q.pw};
-    auto d = with_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                                         any_src, any_wei, bias, any_dst, strides, dil, pl, pr)
-                       : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                                         any_src, any_wei, any_dst, strides, dil, pl, pr);
+    pr = {(q.oh - 1) * q.sh + (q.kh - 1) * q.dh + 1 - q.h - q.ph,
+          (q.ow - 1) * q.sw + (q.kw - 1) * q.dw + 1 - q.w - q.pw};
+    auto d = with_bias
+                 ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                   dnnl::algorithm::convolution_direct, any_src,
+                                                   any_wei, bias, any_dst, strides, dil, pl, pr)
+                 : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                   dnnl::algorithm::convolution_direct, any_src,
+                                                   any_wei, any_dst, strides, dil, pl, pr);
     fwd = dnnl::convolution_forward::primitive_desc(d, cpu_engine());
   }
 };
@@ -165,18 +175,24 @@ KernelMaker onednn_conv(Role r) {
       }
       if (r == Role::weights) {
         dnnl::convolution_backward_weights::primitive_desc pd(
-            {dnnl::algorithm::convolution_direct, c.any_src, c.any_wei, c.any_dst, c.strides, c.dil, c.pl, c.pr}, cpu_engine(), c.fwd);
-        return std::make_unique<LayoutKernel>(dnnl::convolution_backward_weights(pd),
-                                              LArgs{{DNNL_ARG_SRC, c.src, pd.src_desc(), 1},
-                                                    {DNNL_ARG_DIFF_DST, c.dst, pd.diff_dst_desc(), 2},
-                                                    {DNNL_ARG_DIFF_WEIGHTS, c.wei, pd.diff_weights_desc(), -1}});
+            {dnnl::algorithm::convolution_direct, c.any_src, c.any_wei, c.any_dst, c.strides, c.dil,
+             c.pl, c.pr},
+            cpu_engine(), c.fwd);
+        return std::make_unique<LayoutKernel>(
+            dnnl::convolution_backward_weights(pd),
+            LArgs{{DNNL_ARG_SRC, c.src, pd.src_desc(), 1},
+                  {DNNL_ARG_DIFF_DST, c.dst, pd.diff_dst_desc(), 2},
+                  {DNNL_ARG_DIFF_WEIGHTS, c.wei, pd.diff_weights_desc(), -1}});
       }
       dnnl::convolution_backward_data::primitive_desc pd(
-          {dnnl::algorithm::convolution_direct, c.any_src, c.any_wei, c.any_dst, c.strides, c.dil, c.pl, c.pr}, cpu_engine(), c.fwd);
-      std::unique_ptr<Kernel> k = std::make_unique<LayoutKernel>(
-          dnnl::convolution_backward_data(pd), LArgs{{DNNL_ARG_DIFF_DST, c.dst, pd.diff_dst_desc(), 1},
-                                                     {DNNL_ARG_WEIGHTS, c.wei, pd.weights_desc(), 2},
-                                                     {DNNL_ARG_DIFF_SRC, c.src, pd.diff_src_desc(), -1}});
+          {dnnl::algorithm::convolution_direct, c.any_src, c.any_wei, c.any_dst, c.strides, c.dil,
+           c.pl, c.pr},
+          cpu_engine(), c.fwd);
+      std::unique_ptr<Kernel> k =
+          std::make_unique<LayoutKernel>(dnnl::convolution_backward_data(pd),
+                                         LArgs{{DNNL_ARG_DIFF_DST, c.dst, pd.diff_dst_desc(), 1},
+                                               {DNNL_ARG_WEIGHTS, c.wei, pd.weights_desc(), 2},
+                                               {DNNL_ARG_DIFF_SRC, c.src, pd.diff_src_desc(), -1}});
       return bias ? std::make_unique<WithBias>(std::move(k)) : std::move(k);
     });
   };
@@ -185,13 +201,19 @@ KernelMaker onednn_conv(Role r) {
 // --- shapes -----------------------------------------------------------------------------
 
 json geo_attrs(const json& a) {
-  return {{"stride", a.at("stride")}, {"pad", a.at("pad")}, {"dilation", a.at("dilation")}, {"groups", a.at("groups")}};
+  return {{"stride", a.at("stride")},
+          {"pad", a.at("pad")},
+          {"dilation", a.at("dilation")},
+          {"groups", a.at("groups")}};
 }
 
 void check_spatial(const Shape& x, const char* what) {
-  if (x.size() != 4) throw ShapeError(std::string(what) + " takes [batch, channels, height, width], got " + shape_str(x));
+  if (x.size() != 4)
+    throw ShapeError(std::string(what) + " takes [batch, channels, height, width], got " +
+                     shape_str(x));
   for (int i = 1; i < 4; ++i)
-    if (x[i].batch) throw ShapeError("only the first axis may depend on the batch, got " + shape_str(x));
+    if (x[i].batch)
+      throw ShapeError("only the first axis may depend on the batch, got " + shape_str(x));
 }
 
 void check_geometry(const json& a) {
@@ -202,16 +224,20 @@ void check_geometry(const json& a) {
   if (a.at("groups").get<int64_t>() < 1) throw AttrError("groups", "expected groups >= 1");
 }
 
-int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) { return (in + 2 * p - d * (k - 1) - 1) / s + 1; }
+int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
+  return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+}
 
 std::vector<Shape> conv2d_rule(const ShapeContext& c) {
   const Shape &x = c.in[0], &w = c.in[1];
   check_spatial(x, "conv2d");
   check_geometry(c.attrs);
-  if (w.size() != 4) throw ShapeError("weight must be [out, in/groups, kh, kw], got " + shape_str(w));
+  if (w.size() != 4)
+    throw ShapeError("weight must be [out, in/groups, kh, kw], got " + shape_str(w));
   const int64_t g = c.attrs.at("groups");
   if (x[1].n != w[1].n * g)
-    throw ShapeError("input has " + x[1].str() + " channels, weight expects " + std::to_string(w[1].n * g));
+    throw ShapeError("input has " + x[1].str() + " channels, weight expects " +
+                     std::to_string(w[1].n * g));
   if (w[0].n % g) throw ShapeError("output channels are not divisible by groups");
   if (c.in.size() > 2 && (c.in[2].size() != 1 || c.in[2][0] != w[0]))
     throw ShapeError("bias has shape " + shape_str(c.in[2]) + ", expected [" + w[0].str() + "]");
@@ -219,7 +245,9 @@ std::vector<Shape> conv2d_rule(const ShapeContext& c) {
   auto [ph, pw] = pair_of(c.attrs, "pad");
   auto [dh, dw] = pair_of(c.attrs, "dilation");
   int64_t oh = conv_out(x[2].n, w[2].n, sh, ph, dh), ow = conv_out(x[3].n, w[3].n, sw, pw, dw);
-  if (oh < 1 || ow < 1) throw ShapeError("a " + w[2].str() + "x" + w[3].str() + " kernel does not fit input " + shape_str(x));
+  if (oh < 1 || ow < 1)
+    throw ShapeError("a " + w[2].str() + "x" + w[3].str() + " kernel does not fit input " +
+                     shape_str(x));
   return {{x[0], w[0], Dim(oh), Dim(ow)}};
 }
 
@@ -227,9 +255,11 @@ std::vector<Shape> conv_transpose2d_rule(const ShapeContext& c) {
   const Shape &x = c.in[0], &w = c.in[1];
   check_spatial(x, "conv_transpose2d");
   check_geometry(c.attrs);
-  if (w.size() != 4) throw ShapeError("weight must be [in, out/groups, kh, kw], got " + shape_str(w));
+  if (w.size() != 4)
+    throw ShapeError("weight must be [in, out/groups, kh, kw], got " + shape_str(w));
   const int64_t g = c.attrs.at("groups");
-  if (x[1] != w[0]) throw ShapeError("input has " + x[1].str() + " channels, weight expects " + w[0].str());
+  if (x[1] != w[0])
+    throw ShapeError("input has " + x[1].str() + " channels, weight expects " + w[0].str());
   if (w[0].n % g) throw ShapeError("input channels are not divisible by groups");
   Dim out_c(w[1].n * g);
   if (c.in.size() > 2 && (c.in[2].size() != 1 || c.in[2][0] != out_c))
@@ -239,7 +269,8 @@ std::vector<Shape> conv_transpose2d_rule(const ShapeContext& c) {
   auto [dh, dw] = pair_of(c.attrs, "dilation");
   auto [oph, opw] = pair_of(c.attrs, "output_padding");
   if (oph >= std::max(sh, dh) || opw >= std::max(sw, dw))
-    throw AttrError("output_padding", "output_padding must be smaller than the stride or the dilation");
+    throw AttrError("output_padding",
+                    "output_padding must be smaller than the stride or the dilation");
   int64_t oh = (x[2].n - 1) * sh - 2 * ph + dh * (w[2].n - 1) + oph + 1;
   int64_t ow = (x[3].n - 1) * sw - 2 * pw + dw * (w[3].n - 1) + opw + 1;
   if (oh < 1 || ow < 1) throw ShapeError("the output would be empty");
@@ -265,14 +296,17 @@ OpDef& conv_attrs(OpDef& d) {
 
 ParamRule conv_params(bool transpose) {
   return [transpose](const std::vector<Shape>& in, const json& a) {
-    if (a.at("filters").is_null()) throw AttrError("filters", "as a layer it needs attribute 'filters' (output channels)");
-    if (a.at("kernel").is_null()) throw AttrError("kernel", "as a layer it needs attribute 'kernel'");
+    if (a.at("filters").is_null())
+      throw AttrError("filters", "as a layer it needs attribute 'filters' (output channels)");
+    if (a.at("kernel").is_null())
+      throw AttrError("kernel", "as a layer it needs attribute 'kernel'");
     check_spatial(in[0], transpose ? "conv_transpose2d" : "conv2d");
     auto [kh, kw] = pair_of(a, "kernel");
     if (kh < 1 || kw < 1) throw AttrError("kernel", "expected a kernel size >= 1");
     const int64_t f = a.at("filters"), c = in[0][1].n, g = a.at("groups");
     if (c % g || f % g) throw AttrError("groups", "channels are not divisible by groups");
-    Shape w = transpose ? Shape{Dim(c), Dim(f / g), Dim(kh), Dim(kw)} : Shape{Dim(f), Dim(c / g), Dim(kh), Dim(kw)};
+    Shape w = transpose ? Shape{Dim(c), Dim(f / g), Dim(kh), Dim(kw)}
+                        : Shape{Dim(f), Dim(c / g), Dim(kh), Dim(kw)};
     double fan_in = double(w[1].n * kh * kw), fan_out = double(w[0].n * kh * kw);
     std::vector<ParamSpec> p = {{"weight", w, a.at("weight_init"), fan_in, fan_out}};
     if (a.at("bias")) p.push_back({"bias", {Dim(f)}, a.at("bias_init"), fan_in, fan_out});
@@ -287,8 +321,13 @@ const json kPad1 = {{"pad", 1}};
 }  // namespace
 
 WEFT_OP(conv2d)
-    .doc("2-D convolution (cross-correlation) of x [N,C,H,W] with weight [O,C/groups,kh,kw], plus bias [O]")
-    .input("x").input("weight").optional_input("bias").output("y")
+    .doc(
+        "2-D convolution (cross-correlation) of x [N,C,H,W] with weight [O,C/groups,kh,kw], plus "
+        "bias [O]")
+    .input("x")
+    .input("weight")
+    .optional_input("bias")
+    .output("y")
     .with(conv_attrs)
     .shape(conv2d_rule)
     .params(conv_params(false))
@@ -308,12 +347,18 @@ WEFT_OP(conv2d)
            .order = 2,
            .extra = {{{{2, 3, 7, 6}, {2, 3, 3, 2}}, {{"stride", 2}}},
                      {{{1, 4, 5, 5}, {6, 2, 3, 3}, {6}}, {{"groups", 2}, {"pad", 1}}},
-                     {{{1, 2, 7, 7}, {3, 2, 3, 3}}, {{"dilation", 2}, {"pad", {1, 2}}, {"stride", {2, 1}}}},
+                     {{{1, 2, 7, 7}, {3, 2, 3, 3}},
+                      {{"dilation", 2}, {"pad", {1, 2}}, {"stride", {2, 1}}}},
                      {{{2, 1, 8, 8}, {4, 1, 4, 4}, {4}}, {{"stride", 2}, {"pad", 1}}}}});
 
 WEFT_OP(conv_transpose2d)
-    .doc("transposed 2-D convolution of x [N,C_in,H,W] with weight [C_in,C_out/groups,kh,kw], plus bias [C_out]")
-    .input("x").input("weight").optional_input("bias").output("y")
+    .doc(
+        "transposed 2-D convolution of x [N,C_in,H,W] with weight [C_in,C_out/groups,kh,kw], plus "
+        "bias [C_out]")
+    .input("x")
+    .input("weight")
+    .optional_input("bias")
+    .output("y")
     .with(conv_attrs)
     .attr("output_padding", AttrType::Pair, 0, "extra rows and columns on one side of the output")
     .shape(conv_transpose2d_rule)
@@ -332,20 +377,25 @@ WEFT_OP(conv_transpose2d)
     .test({.cases = {{{2, 3, 4, 4}, {3, 2, 4, 4}, {2}}},
            .attrs = {{"stride", 2}, {"pad", 1}},
            .order = 2,
-           .extra = {{{{1, 2, 3, 3}, {2, 3, 3, 3}}, {{"stride", 2}, {"pad", 1}, {"output_padding", 1}}},
-                     {{{1, 4, 3, 3}, {4, 1, 3, 3}, {2}}, {{"groups", 2}}},
-                     {{{2, 3, 5, 5}, {3, 2, 3, 3}}, {{"pad", 1}}}}});
+           .extra = {
+               {{{1, 2, 3, 3}, {2, 3, 3, 3}}, {{"stride", 2}, {"pad", 1}, {"output_padding", 1}}},
+               {{{1, 4, 3, 3}, {4, 1, 3, 3}, {2}}, {{"groups", 2}}},
+               {{{2, 3, 5, 5}, {3, 2, 3, 3}}, {{"pad", 1}}}}});
 
 WEFT_OP(conv2d_backward_data)
     .doc("the adjoint of conv2d in x: dx from dy [N,O,OH,OW] and weight, shaped like `like`")
-    .input("dy").input("weight").input("like").output("dx")
+    .input("dy")
+    .input("weight")
+    .input("like")
+    .output("dx")
     .attr("stride", AttrType::Pair, 1, "the convolution's stride")
     .attr("pad", AttrType::Pair, 0, "the convolution's padding")
     .attr("dilation", AttrType::Pair, 1, "the convolution's dilation")
     .attr("groups", AttrType::PosInt, 1, "the convolution's groups")
     .shape([](const ShapeContext& c) {
       ShapeContext fwd{{c.in[2], c.in[1]}, c.attrs};
-      if (conv2d_rule(fwd)[0] != c.in[0]) throw ShapeError("dy does not match the convolution of `like`");
+      if (conv2d_rule(fwd)[0] != c.in[0])
+        throw ShapeError("dy does not match the convolution of `like`");
       return std::vector<Shape>{c.in[2]};
     })
     .kernel(0, DType::f32, "onednn", onednn_conv(Role::data), 1)
@@ -354,25 +404,31 @@ WEFT_OP(conv2d_backward_data)
       Val gg = g.grad_output(), dy = g.input(0), w = g.input(1);
       json a = geo_attrs(g.attrs());
       return std::vector<Val>{g.needs(0) ? g.op("conv2d", {gg, w}, a) : Val{},
-                              g.needs(1) ? g.op("conv2d_backward_weights", {gg, dy, w}, a) : Val{}, Val{}};
+                              g.needs(1) ? g.op("conv2d_backward_weights", {gg, dy, w}, a) : Val{},
+                              Val{}};
     })
     .flops([](const KernelInfo& i) { return conv_flops(Role::data, i); })
     .test({.cases = {{{2, 4, 5, 5}, {4, 3, 3, 3}, {2, 3, 5, 5}}},
            .attrs = kPad1,
            .order = 2,
            .no_grad_inputs = {2},
-           .extra = {{{{1, 4, 3, 3}, {4, 1, 3, 3}, {1, 2, 7, 7}}, {{"stride", 2}, {"groups", 2}}}}});
+           .extra = {
+               {{{1, 4, 3, 3}, {4, 1, 3, 3}, {1, 2, 7, 7}}, {{"stride", 2}, {"groups", 2}}}}});
 
 WEFT_OP(conv2d_backward_weights)
     .doc("the adjoint of conv2d in the weight: dw from x and dy, shaped like `like`")
-    .input("x").input("dy").input("like").output("dw")
+    .input("x")
+    .input("dy")
+    .input("like")
+    .output("dw")
     .attr("stride", AttrType::Pair, 1, "the convolution's stride")
     .attr("pad", AttrType::Pair, 0, "the convolution's padding")
     .attr("dilation", AttrType::Pair, 1, "the convolution's dilation")
     .attr("groups", AttrType::PosInt, 1, "the convolution's groups")
     .shape([](const ShapeContext& c) {
       ShapeContext fwd{{c.in[0], c.in[2]}, c.attrs};
-      if (conv2d_rule(fwd)[0] != c.in[1]) throw ShapeError("dy does not match the convolution of x");
+      if (conv2d_rule(fwd)[0] != c.in[1])
+        throw ShapeError("dy does not match the convolution of x");
       return std::vector<Shape>{c.in[2]};
     })
     .kernel(0, DType::f32, "onednn", onednn_conv(Role::weights), 1)
@@ -388,6 +444,7 @@ WEFT_OP(conv2d_backward_weights)
            .attrs = kPad1,
            .order = 2,
            .no_grad_inputs = {2},
-           .extra = {{{{1, 2, 7, 7}, {1, 4, 3, 3}, {4, 1, 3, 3}}, {{"stride", 2}, {"groups", 2}}}}});
+           .extra = {
+               {{{1, 2, 7, 7}, {1, 4, 3, 3}, {4, 1, 3, 3}}, {{"stride", 2}, {"groups", 2}}}}});
 
 }  // namespace weft::ops

@@ -19,7 +19,8 @@ KernelMaker onednn_eltwise(algorithm alg, float alpha = 0.f, float beta = 0.f,
       dnnl::eltwise_forward::primitive_desc pd(
           {dnnl::prop_kind::forward_training, alg, d, al, beta}, cpu_engine());
       return std::make_unique<OnednnKernel>(
-          dnnl::eltwise_forward(pd), std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_SRC, d}, {DNNL_ARG_DST, d}},
+          dnnl::eltwise_forward(pd),
+          std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_SRC, d}, {DNNL_ARG_DST, d}},
           std::vector<std::pair<int, int>>{{DNNL_ARG_SRC, 1}, {DNNL_ARG_DST, -1}});
     });
   };
@@ -36,8 +37,10 @@ KernelMaker onednn_eltwise_bwd_dst(algorithm alg, const char* alpha_attr = nullp
       dnnl::eltwise_backward::primitive_desc pd({alg, d, d, al, 0.f}, cpu_engine(), fpd);
       return std::make_unique<OnednnKernel>(
           dnnl::eltwise_backward(pd),
-          std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_DIFF_DST, d}, {DNNL_ARG_DST, d}, {DNNL_ARG_DIFF_SRC, d}},
-          std::vector<std::pair<int, int>>{{DNNL_ARG_DIFF_DST, 1}, {DNNL_ARG_DST, 2}, {DNNL_ARG_DIFF_SRC, -1}});
+          std::vector<std::pair<int, dnnl::memory::desc>>{
+              {DNNL_ARG_DIFF_DST, d}, {DNNL_ARG_DST, d}, {DNNL_ARG_DIFF_SRC, d}},
+          std::vector<std::pair<int, int>>{
+              {DNNL_ARG_DIFF_DST, 1}, {DNNL_ARG_DST, 2}, {DNNL_ARG_DIFF_SRC, -1}});
     });
   };
 }
@@ -51,7 +54,8 @@ double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::
 
 WEFT_OP(relu)
     .doc("max(x, 0)")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_relu), 1)
     .kernels(reference(unary_ref([](double x) { return x > 0 ? x : 0.0; })))
@@ -62,9 +66,12 @@ WEFT_OP(relu)
 
 WEFT_OP(relu_backward)
     .doc("dx of relu from dy and the forward output y: dy * [y > 0]")
-    .input("dy").input("y").output("dx")
+    .input("dy")
+    .input("y")
+    .output("dx")
     .shape(same_shapes2)
-    .kernel(0, DType::f32, "onednn", onednn_eltwise_bwd_dst(algorithm::eltwise_relu_use_dst_for_bwd), 1)
+    .kernel(0, DType::f32, "onednn",
+            onednn_eltwise_bwd_dst(algorithm::eltwise_relu_use_dst_for_bwd), 1)
     .kernels(reference(binary_same_ref([](double dy, double y) { return y > 0 ? dy : 0.0; })))
     .grad([](GradContext& g) {  // linear in dy; piecewise constant in y
       return std::vector<Val>{g.op("relu_backward", {g.grad_output(), g.input(1)}), Val{}};
@@ -73,7 +80,8 @@ WEFT_OP(relu_backward)
 
 WEFT_OP(leaky_relu)
     .doc("x if x > 0 else alpha * x")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .attr("alpha", AttrType::Float, 0.01, "slope for x < 0 (>= 0)")
     .shape([](const ShapeContext& c) {
       if (c.attrs.at("alpha").get<double>() < 0) throw AttrError("alpha", "expected alpha >= 0");
@@ -95,7 +103,9 @@ WEFT_OP(leaky_relu)
 
 WEFT_OP(leaky_relu_backward)
     .doc("dx of leaky_relu from dy and the forward output y: dy * (y > 0 ? 1 : alpha)")
-    .input("dy").input("y").output("dx")
+    .input("dy")
+    .input("y")
+    .output("dx")
     .attr("alpha", AttrType::Float, 0.01, "slope for x < 0")
     .shape(same_shapes2)
     .kernel(0, DType::f32, "onednn",
@@ -105,19 +115,24 @@ WEFT_OP(leaky_relu_backward)
       const double al = info.attrs.at("alpha");
       const T *dy = in_ptr<T>(a, 0), *y = in_ptr<T>(a, 1);
       T* dx = out_ptr<T>(a, 0);
-      for (int64_t i = 0, n = a.out[0]->numel(); i < n; ++i) dx[i] = y[i] > 0 ? dy[i] : T(al * dy[i]);
+      for (int64_t i = 0, n = a.out[0]->numel(); i < n; ++i)
+        dx[i] = y[i] > 0 ? dy[i] : T(al * dy[i]);
     }))
     .grad([](GradContext& g) {
-      return std::vector<Val>{
-          g.op("leaky_relu_backward", {g.grad_output(), g.input(1)}, {{"alpha", g.attrs().at("alpha")}}),
-          Val{}};
+      return std::vector<Val>{g.op("leaky_relu_backward", {g.grad_output(), g.input(1)},
+                                   {{"alpha", g.attrs().at("alpha")}}),
+                              Val{}};
     })
-    .test({.cases = {{{4, 7}, {4, 7}}}, .attrs = {{"alpha", 0.2}}, .avoid = 0.05, .order = 2,
+    .test({.cases = {{{4, 7}, {4, 7}}},
+           .attrs = {{"alpha", 0.2}},
+           .avoid = 0.05,
+           .order = 2,
            .no_grad_inputs = {1}});
 
 WEFT_OP(sigmoid)
     .doc("1 / (1 + exp(-x))")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_logistic), 1)
     .kernels(reference(unary_ref(sigmoid)))
@@ -128,7 +143,9 @@ WEFT_OP(sigmoid)
 
 WEFT_OP(sigmoid_backward)
     .doc("dx of sigmoid from dy and the forward output y: dy * y * (1 - y)")
-    .input("dy").input("y").output("dx")
+    .input("dy")
+    .input("y")
+    .output("dx")
     .shape(same_shapes2)
     .kernel(0, DType::f32, "onednn",
             onednn_eltwise_bwd_dst(algorithm::eltwise_logistic_use_dst_for_bwd), 1)
@@ -142,7 +159,8 @@ WEFT_OP(sigmoid_backward)
 
 WEFT_OP(tanh)
     .doc("tanh(x)")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_tanh), 1)
     .kernels(reference(unary_ref([](double x) { return std::tanh(x); })))
@@ -153,9 +171,12 @@ WEFT_OP(tanh)
 
 WEFT_OP(tanh_backward)
     .doc("dx of tanh from dy and the forward output y: dy * (1 - y^2)")
-    .input("dy").input("y").output("dx")
+    .input("dy")
+    .input("y")
+    .output("dx")
     .shape(same_shapes2)
-    .kernel(0, DType::f32, "onednn", onednn_eltwise_bwd_dst(algorithm::eltwise_tanh_use_dst_for_bwd), 1)
+    .kernel(0, DType::f32, "onednn",
+            onednn_eltwise_bwd_dst(algorithm::eltwise_tanh_use_dst_for_bwd), 1)
     .kernels(reference(binary_same_ref([](double dy, double y) { return dy * (1 - y * y); })))
     .grad([](GradContext& g) {
       Val gg = g.grad_output(), dy = g.input(0), y = g.input(1);
@@ -166,7 +187,8 @@ WEFT_OP(tanh_backward)
 
 WEFT_OP(exp)
     .doc("exp(x)")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_exp), 1)
     .kernels(reference(unary_ref([](double x) { return std::exp(x); })))
@@ -175,7 +197,8 @@ WEFT_OP(exp)
 
 WEFT_OP(log)
     .doc("natural logarithm")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_log), 1)
     .kernels(reference(unary_ref([](double x) { return std::log(x); })))
@@ -184,7 +207,8 @@ WEFT_OP(log)
 
 WEFT_OP(square)
     .doc("x * x")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_square), 1)
     .kernels(reference(unary_ref([](double x) { return x * x; })))
@@ -193,7 +217,8 @@ WEFT_OP(square)
 
 WEFT_OP(sqrt)
     .doc("square root")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_sqrt), 1)
     .kernels(reference(unary_ref([](double x) { return std::sqrt(x); })))
@@ -202,7 +227,8 @@ WEFT_OP(sqrt)
 
 WEFT_OP(abs)
     .doc("|x|")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_abs), 1)
     .kernels(reference(unary_ref([](double x) { return std::abs(x); })))
@@ -213,7 +239,8 @@ WEFT_OP(abs)
 
 WEFT_OP(sign)
     .doc("-1, 0 or 1; its gradient is zero")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernels(reference(unary_ref([](double x) { return double((x > 0) - (x < 0)); })))
     .grad([](GradContext&) { return std::vector<Val>{Val{}}; })
@@ -221,7 +248,8 @@ WEFT_OP(sign)
 
 WEFT_OP(neg)
     .doc("-x")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_linear, -1.f, 0.f), 1)
     .kernels(reference(unary_ref([](double x) { return -x; })))
@@ -230,7 +258,8 @@ WEFT_OP(neg)
 
 WEFT_OP(softplus)
     .doc("log(1 + exp(x)), computed stably")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernels(reference(unary_ref(softplus)))
     .grad([](GradContext& g) {

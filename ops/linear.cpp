@@ -42,21 +42,26 @@ KernelMaker onednn_linear() {
       std::string act = info.attrs.value("activation", "");
       if (!act.empty()) {
         static const std::map<std::string, dnnl::algorithm> algs = {
-            {"relu", dnnl::algorithm::eltwise_relu}, {"leaky_relu", dnnl::algorithm::eltwise_relu},
-            {"sigmoid", dnnl::algorithm::eltwise_logistic}, {"tanh", dnnl::algorithm::eltwise_tanh}};
+            {"relu", dnnl::algorithm::eltwise_relu},
+            {"leaky_relu", dnnl::algorithm::eltwise_relu},
+            {"sigmoid", dnnl::algorithm::eltwise_logistic},
+            {"tanh", dnnl::algorithm::eltwise_tanh}};
         dnnl::post_ops po;
         po.append_eltwise(1.f, algs.at(act), info.attrs.value("alpha", 0.f), 0.f);
         attr.set_post_ops(po);
       }
       dnnl::inner_product_forward::primitive_desc pd(
-          bias ? dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, src, wei, b, dst)
-               : dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, src, wei, dst),
+          bias
+              ? dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, src, wei, b,
+                                                  dst)
+              : dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, src, wei, dst),
           attr, cpu_engine());
       if (pd.src_desc() != src || pd.weights_desc() != wei || pd.dst_desc() != dst)
         throw dnnl::error(dnnl_unimplemented, "the primitive wants a blocked layout");
       std::vector<std::pair<int, dnnl::memory::desc>> args = {
           {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-      std::vector<std::pair<int, int>> bind = {{DNNL_ARG_SRC, 1}, {DNNL_ARG_WEIGHTS, 2}, {DNNL_ARG_DST, -1}};
+      std::vector<std::pair<int, int>> bind = {
+          {DNNL_ARG_SRC, 1}, {DNNL_ARG_WEIGHTS, 2}, {DNNL_ARG_DST, -1}};
       if (bias) {
         args.push_back({DNNL_ARG_BIAS, b});
         bind.push_back({DNNL_ARG_BIAS, 3});
@@ -101,7 +106,8 @@ auto matmul_ref = [](auto t, const KernelInfo& info, const KernelArgs& a) {
     for (int64_t j = 0; j < d.n; ++j) {
       double s = 0;
       for (int64_t k = 0; k < d.k; ++k)
-        s += double(ta ? x[k * d.m + i] : x[i * d.k + k]) * double(tb ? z[j * d.k + k] : z[k * d.n + j]);
+        s += double(ta ? x[k * d.m + i] : x[i * d.k + k]) *
+             double(tb ? z[j * d.k + k] : z[k * d.n + j]);
       y[i * d.n + j] = T(s);
     }
 };
@@ -116,8 +122,11 @@ KernelMaker onednn_matmul() {
       auto c = md({d.m, d.n}, info.dtype);
       dnnl::matmul::primitive_desc pd({a, b, c}, cpu_engine());
       return std::make_unique<OnednnKernel>(
-          dnnl::matmul(pd), std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}},
-          std::vector<std::pair<int, int>>{{DNNL_ARG_SRC, 1}, {DNNL_ARG_WEIGHTS, 2}, {DNNL_ARG_DST, -1}});
+          dnnl::matmul(pd),
+          std::vector<std::pair<int, dnnl::memory::desc>>{
+              {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}},
+          std::vector<std::pair<int, int>>{
+              {DNNL_ARG_SRC, 1}, {DNNL_ARG_WEIGHTS, 2}, {DNNL_ARG_DST, -1}});
     });
   };
 }
@@ -126,7 +135,10 @@ KernelMaker onednn_matmul() {
 
 WEFT_OP(linear)
     .doc("x weight^T + bias; as a layer, `units` outputs with its own weight [units, in] and bias")
-    .input("x").input("weight").optional_input("bias").output("y")
+    .input("x")
+    .input("weight")
+    .optional_input("bias")
+    .output("y")
     .attr("units", AttrType::PosInt, nullptr, "outputs (as a layer)")
     .attr("bias", AttrType::Bool, true, "whether the layer has a bias")
     .attr("weight_init", AttrType::Initializer, "default", "initializer of the weight")
@@ -140,8 +152,11 @@ WEFT_OP(linear)
                          " (flatten it first)");
       Dim units(attrs.at("units").get<int64_t>()), features = in[0][1];
       if (features.batch) throw ShapeError("the feature axis cannot depend on the batch");
-      std::vector<ParamSpec> p = {{"weight", {units, features}, attrs.at("weight_init"),
-                                   double(features.n), double(units.n)}};
+      std::vector<ParamSpec> p = {{"weight",
+                                   {units, features},
+                                   attrs.at("weight_init"),
+                                   double(features.n),
+                                   double(units.n)}};
       if (attrs.at("bias"))
         p.push_back({"bias", {units}, attrs.at("bias_init"), double(features.n), double(units.n)});
       return p;
@@ -150,9 +165,8 @@ WEFT_OP(linear)
     .kernels(reference(linear_ref))
     .grad([](GradContext& g) {
       Val d = g.grad_output(), x = g.input(0), w = g.input(1);
-      std::vector<Val> r = {
-          g.needs(0) ? g.op("matmul", {d, w}) : Val{},
-          g.needs(1) ? g.op("matmul", {d, x}, {{"transpose_a", true}}) : Val{}};
+      std::vector<Val> r = {g.needs(0) ? g.op("matmul", {d, w}) : Val{},
+                            g.needs(1) ? g.op("matmul", {d, x}, {{"transpose_a", true}}) : Val{}};
       if (g.num_inputs() > 2) r.push_back(g.needs(2) ? g.op("sum", {d}, {{"axes", {0}}}) : Val{});
       return r;
     })
@@ -162,7 +176,10 @@ WEFT_OP(linear)
 WEFT_OP(linear_act)
     .doc("linear followed by an activation, made by the fusion pass (one oneDNN primitive)")
     .internal("produced by the fusion pass; differentiate linear and the activation instead")
-    .input("x").input("weight").optional_input("bias").output("y")
+    .input("x")
+    .input("weight")
+    .optional_input("bias")
+    .output("y")
     .attr("units", AttrType::PosInt, nullptr, "unused")
     .attr("bias", AttrType::Bool, true, "unused")
     .attr("weight_init", AttrType::Initializer, "default", "unused")
@@ -173,11 +190,14 @@ WEFT_OP(linear_act)
     .kernel(0, DType::f32, "onednn", onednn_linear(), 1)
     .kernels(reference(linear_ref))
     .flops(linear_flops)
-    .test({.cases = {{{4, 3}, {5, 3}, {5}}}, .attrs = {{"activation", "leaky_relu"}, {"alpha", 0.2}}});
+    .test({.cases = {{{4, 3}, {5, 3}, {5}}},
+           .attrs = {{"activation", "leaky_relu"}, {"alpha", 0.2}}});
 
 WEFT_OP(matmul)
     .doc("op(a) op(b) for 2-D a and b, op transposing where asked")
-    .input("a").input("b").output("y")
+    .input("a")
+    .input("b")
+    .output("y")
     .attr("transpose_a", AttrType::Bool, false, "use a^T")
     .attr("transpose_b", AttrType::Bool, false, "use b^T")
     .shape([](const ShapeContext& c) {

@@ -24,12 +24,15 @@ const std::vector<std::string> kReductions = {"mean", "sum", "example"};
 // logits, stable for large |x|. t is the `target` attribute or a second input.
 WEFT_OP(bce_with_logits)
     .doc("mean binary cross-entropy of logits x against target t (the attribute or a tensor)")
-    .input("x").optional_input("target").output("loss")
+    .input("x")
+    .optional_input("target")
+    .output("loss")
     .attr("target", AttrType::Float, nullptr, "a constant target, when no target tensor is given")
     .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
       Val x = in[0];
       if (in.size() < 2 && attrs.at("target").is_null())
-        throw AttrError("target", "bce_with_logits needs a target: the attribute or a second input");
+        throw AttrError("target",
+                        "bce_with_logits needs a target: the attribute or a second input");
       if (in.size() == 2 && !attrs.at("target").is_null())
         throw AttrError("target", "give the target as an attribute or as an input, not both");
       Val sp = b.op("softplus", {x});
@@ -37,47 +40,63 @@ WEFT_OP(bce_with_logits)
       if (in.size() == 2) broadcast_shapes(x.shape(), t.shape());
       return std::vector<Val>{b.op("mean", {sp - x * t})};
     })
-    .test({.cases = {{{4, 1}}}, .attrs = {{"target", 1.0}}, .order = 2,
+    .test({.cases = {{{4, 1}}},
+           .attrs = {{"target", 1.0}},
+           .order = 2,
            .extra = {{{{4, 3}, {4, 3}}, json::object()}}});
 
 WEFT_OP(mse)
     .doc("squared error (a - b)^2, reduced by `reduction`")
-    .input("a").input("b").output("loss")
+    .input("a")
+    .input("b")
+    .output("loss")
     .choice("reduction", kReductions, "mean",
-            "mean: over all elements; sum: over all; example: summed per example, averaged over the batch")
+            "mean: over all elements; sum: over all; example: summed per example, averaged over "
+            "the batch")
     .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
       if (in[0].shape() != in[1].shape())
         throw ShapeError("mse compares values of one shape, got " + shape_str(in[0].shape()) +
                          " and " + shape_str(in[1].shape()));
-      return std::vector<Val>{reduce_loss(b, b.op("square", {in[0] - in[1]}), attrs.at("reduction"))};
+      return std::vector<Val>{
+          reduce_loss(b, b.op("square", {in[0] - in[1]}), attrs.at("reduction"))};
     })
     .test({.cases = {{{4, 3}, {4, 3}}},
            .order = 2,
-           .extra = {{{{4, 3}, {4, 3}}, {{"reduction", "example"}}}, {{{5}, {5}}, {{"reduction", "sum"}}}}});
+           .extra = {{{{4, 3}, {4, 3}}, {{"reduction", "example"}}},
+                     {{{5}, {5}}, {{"reduction", "sum"}}}}});
 
 WEFT_OP(l1)
     .doc("|a - b|, or |a| alone (an L1 penalty on a code), reduced by `reduction`")
-    .input("a").optional_input("b").output("loss")
+    .input("a")
+    .optional_input("b")
+    .output("loss")
     .choice("reduction", kReductions, "mean",
-            "mean: over all elements; sum: over all; example: summed per example, averaged over the batch")
+            "mean: over all elements; sum: over all; example: summed per example, averaged over "
+            "the batch")
     .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
       Val d = in.size() == 2 ? in[0] - in[1] : in[0];
       if (d.shape() != in[0].shape()) throw ShapeError("l1 compares values of one shape");
       return std::vector<Val>{reduce_loss(b, b.op("abs", {d}), attrs.at("reduction"))};
     })
-    .test({.cases = {{{4, 3}}, {{4, 3}, {4, 3}}}, .avoid = 0.1, .order = 2,
+    .test({.cases = {{{4, 3}}, {{4, 3}, {4, 3}}},
+           .avoid = 0.1,
+           .order = 2,
            .extra = {{{{4, 3}}, {{"reduction", "example"}}}}});
 
 // kl_sparsity(h) = sum_j KL(rho || rho_hat_j), rho_hat_j the mean activation of unit j over
 // the batch: rho log(rho / rho_hat) + (1 - rho) log((1 - rho) / (1 - rho_hat)).
 WEFT_OP(kl_sparsity)
-    .doc("sum over units of the Bernoulli KL between target rate rho and the batch-mean activation (h in (0,1))")
-    .input("h").output("loss")
+    .doc(
+        "sum over units of the Bernoulli KL between target rate rho and the batch-mean activation "
+        "(h in (0,1))")
+    .input("h")
+    .output("loss")
     .attr("rho", AttrType::Float, 0.05, "target mean activation, in (0, 1)")
     .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
       double rho = attrs.at("rho");
       if (!(rho > 0 && rho < 1)) throw AttrError("rho", "expected rho in (0, 1)");
-      if (in[0].shape().size() != 2) throw ShapeError("kl_sparsity takes [batch, units] activations");
+      if (in[0].shape().size() != 2)
+        throw ShapeError("kl_sparsity takes [batch, units] activations");
       Val rho_hat = b.op("mean", {in[0]}, {{"axes", {0}}});
       Val kl = b.constant(rho) * b.op("log", {b.constant(rho) / rho_hat}) +
                b.constant(1 - rho) * b.op("log", {b.constant(1 - rho) / (1.0 - rho_hat)});
@@ -87,7 +106,8 @@ WEFT_OP(kl_sparsity)
 
 WEFT_OP(l2)
     .doc("sum of squares of all inputs (weight decay written into a loss)")
-    .variadic_input("x").output("loss")
+    .variadic_input("x")
+    .output("loss")
     .expand([](Builder& b, const std::vector<Val>& in, const json&) {
       Val s = b.op("sum", {b.op("square", {in[0]})});
       for (size_t k = 1; k < in.size(); ++k) s = s + b.op("sum", {b.op("square", {in[k]})});

@@ -19,12 +19,16 @@ Chan chan(const Dims& x) {
 std::vector<Shape> bn_rule(const ShapeContext& c) {
   const Shape& x = c.in[0];
   if (x.size() != 2 && x.size() != 4)
-    throw ShapeError("batch_norm takes [batch, channels] or [batch, channels, height, width], got " + shape_str(x));
+    throw ShapeError(
+        "batch_norm takes [batch, channels] or [batch, channels, height, width], got " +
+        shape_str(x));
   for (size_t i = 1; i < x.size(); ++i)
-    if (x[i].batch) throw ShapeError("only the first axis may depend on the batch, got " + shape_str(x));
+    if (x[i].batch)
+      throw ShapeError("only the first axis may depend on the batch, got " + shape_str(x));
   for (size_t k = 1; k < c.in.size(); ++k)
     if (c.in[k] != Shape{x[1]})
-      throw ShapeError("input " + std::to_string(k) + " has shape " + shape_str(c.in[k]) + ", expected [" + x[1].str() + "]");
+      throw ShapeError("input " + std::to_string(k) + " has shape " + shape_str(c.in[k]) +
+                       ", expected [" + x[1].str() + "]");
   double m = c.attrs.at("momentum");
   if (!(m >= 0 && m <= 1)) throw AttrError("momentum", "expected momentum in [0, 1]");
   if (!(c.attrs.at("eps").get<double>() > 0)) throw AttrError("eps", "expected eps > 0");
@@ -80,8 +84,8 @@ auto bn_backward_ref = [](auto t, const KernelInfo& info, const KernelArgs& a) {
   using T = decltype(t);
   const Chan q = chan(info.in[1]);
   const double eps = info.attrs.at("eps");
-  const T *dy = in_ptr<T>(a, 0), *x = in_ptr<T>(a, 1), *gamma = in_ptr<T>(a, 2), *mean = in_ptr<T>(a, 3),
-          *var = in_ptr<T>(a, 4);
+  const T *dy = in_ptr<T>(a, 0), *x = in_ptr<T>(a, 1), *gamma = in_ptr<T>(a, 2),
+          *mean = in_ptr<T>(a, 3), *var = in_ptr<T>(a, 4);
   T *dx = out_ptr<T>(a, 0), *dgamma = out_ptr<T>(a, 1), *dbeta = out_ptr<T>(a, 2);
   const double count = double(q.n * q.inner);
   for (int64_t k = 0; k < q.c; ++k) {
@@ -109,7 +113,8 @@ dnnl::memory::desc bn_md(const Dims& x) {
   return md({q.n, q.c, q.inner, 1}, DType::f32);
 }
 
-const auto kScaleShift = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+const auto kScaleShift =
+    dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
 
 // Training and inference primitives, both made at plan time; the run picks one.
 class BatchNormKernel : public Kernel {
@@ -120,18 +125,37 @@ class BatchNormKernel : public Kernel {
     dnnl::batch_normalization_forward::primitive_desc train(
         {dnnl::prop_kind::forward_training, d, eps, kScaleShift}, cpu_engine());
     dnnl::batch_normalization_forward::primitive_desc infer(
-        {dnnl::prop_kind::forward_inference, d, eps, kScaleShift | dnnl::normalization_flags::use_global_stats},
+        {dnnl::prop_kind::forward_inference, d, eps,
+         kScaleShift | dnnl::normalization_flags::use_global_stats},
         cpu_engine());
     using A = std::vector<std::pair<int, dnnl::memory::desc>>;
     using B = std::vector<std::pair<int, int>>;
-    train_ = std::make_unique<OnednnKernel>(
-        dnnl::batch_normalization_forward(train),
-        A{{DNNL_ARG_SRC, d}, {DNNL_ARG_SCALE, c}, {DNNL_ARG_SHIFT, c}, {DNNL_ARG_DST, d}, {DNNL_ARG_MEAN, c}, {DNNL_ARG_VARIANCE, c}},
-        B{{DNNL_ARG_SRC, 1}, {DNNL_ARG_SCALE, 2}, {DNNL_ARG_SHIFT, 3}, {DNNL_ARG_DST, -1}, {DNNL_ARG_MEAN, -2}, {DNNL_ARG_VARIANCE, -3}});
-    infer_ = std::make_unique<OnednnKernel>(
-        dnnl::batch_normalization_forward(infer),
-        A{{DNNL_ARG_SRC, d}, {DNNL_ARG_SCALE, c}, {DNNL_ARG_SHIFT, c}, {DNNL_ARG_DST, d}, {DNNL_ARG_MEAN, c}, {DNNL_ARG_VARIANCE, c}},
-        B{{DNNL_ARG_SRC, 1}, {DNNL_ARG_SCALE, 2}, {DNNL_ARG_SHIFT, 3}, {DNNL_ARG_DST, -1}, {DNNL_ARG_MEAN, 4}, {DNNL_ARG_VARIANCE, 5}});
+    train_ = std::make_unique<OnednnKernel>(dnnl::batch_normalization_forward(train),
+                                            A{{DNNL_ARG_SRC, d},
+                                              {DNNL_ARG_SCALE, c},
+                                              {DNNL_ARG_SHIFT, c},
+                                              {DNNL_ARG_DST, d},
+                                              {DNNL_ARG_MEAN, c},
+                                              {DNNL_ARG_VARIANCE, c}},
+                                            B{{DNNL_ARG_SRC, 1},
+                                              {DNNL_ARG_SCALE, 2},
+                                              {DNNL_ARG_SHIFT, 3},
+                                              {DNNL_ARG_DST, -1},
+                                              {DNNL_ARG_MEAN, -2},
+                                              {DNNL_ARG_VARIANCE, -3}});
+    infer_ = std::make_unique<OnednnKernel>(dnnl::batch_normalization_forward(infer),
+                                            A{{DNNL_ARG_SRC, d},
+                                              {DNNL_ARG_SCALE, c},
+                                              {DNNL_ARG_SHIFT, c},
+                                              {DNNL_ARG_DST, d},
+                                              {DNNL_ARG_MEAN, c},
+                                              {DNNL_ARG_VARIANCE, c}},
+                                            B{{DNNL_ARG_SRC, 1},
+                                              {DNNL_ARG_SCALE, 2},
+                                              {DNNL_ARG_SHIFT, 3},
+                                              {DNNL_ARG_DST, -1},
+                                              {DNNL_ARG_MEAN, 4},
+                                              {DNNL_ARG_VARIANCE, 5}});
   }
   void run(const KernelArgs& a) override {
     float *rm = a.in[3]->data<float>(), *rv = a.in[4]->data<float>();
@@ -157,16 +181,30 @@ KernelMaker onednn_bn_backward() {
     return try_onednn(why, [&]() -> std::unique_ptr<Kernel> {
       const float eps = info.attrs.at("eps").get<float>();
       auto d = bn_md(info.in[1]), c = md({info.in[1][1]}, DType::f32);
-      dnnl::batch_normalization_forward::primitive_desc fwd({dnnl::prop_kind::forward_training, d, eps, kScaleShift}, cpu_engine());
-      dnnl::batch_normalization_backward::primitive_desc pd({dnnl::prop_kind::backward, d, d, eps, kScaleShift}, cpu_engine(), fwd);
+      dnnl::batch_normalization_forward::primitive_desc fwd(
+          {dnnl::prop_kind::forward_training, d, eps, kScaleShift}, cpu_engine());
+      dnnl::batch_normalization_backward::primitive_desc pd(
+          {dnnl::prop_kind::backward, d, d, eps, kScaleShift}, cpu_engine(), fwd);
       return std::make_unique<OnednnKernel>(
           dnnl::batch_normalization_backward(pd),
           // oneDNN 2.6 refuses to run without a SHIFT argument, which it does not read.
-          std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_DIFF_DST, d}, {DNNL_ARG_SRC, d}, {DNNL_ARG_SCALE, c}, {DNNL_ARG_SHIFT, c}, {DNNL_ARG_MEAN, c},
-                                                          {DNNL_ARG_VARIANCE, c}, {DNNL_ARG_DIFF_SRC, d}, {DNNL_ARG_DIFF_SCALE, c},
+          std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_DIFF_DST, d},
+                                                          {DNNL_ARG_SRC, d},
+                                                          {DNNL_ARG_SCALE, c},
+                                                          {DNNL_ARG_SHIFT, c},
+                                                          {DNNL_ARG_MEAN, c},
+                                                          {DNNL_ARG_VARIANCE, c},
+                                                          {DNNL_ARG_DIFF_SRC, d},
+                                                          {DNNL_ARG_DIFF_SCALE, c},
                                                           {DNNL_ARG_DIFF_SHIFT, c}},
-          std::vector<std::pair<int, int>>{{DNNL_ARG_DIFF_DST, 1}, {DNNL_ARG_SRC, 2}, {DNNL_ARG_SCALE, 3}, {DNNL_ARG_SHIFT, 3}, {DNNL_ARG_MEAN, 4},
-                                           {DNNL_ARG_VARIANCE, 5}, {DNNL_ARG_DIFF_SRC, -1}, {DNNL_ARG_DIFF_SCALE, -2},
+          std::vector<std::pair<int, int>>{{DNNL_ARG_DIFF_DST, 1},
+                                           {DNNL_ARG_SRC, 2},
+                                           {DNNL_ARG_SCALE, 3},
+                                           {DNNL_ARG_SHIFT, 3},
+                                           {DNNL_ARG_MEAN, 4},
+                                           {DNNL_ARG_VARIANCE, 5},
+                                           {DNNL_ARG_DIFF_SRC, -1},
+                                           {DNNL_ARG_DIFF_SCALE, -2},
                                            {DNNL_ARG_DIFF_SHIFT, -3}});
     });
   };
@@ -175,9 +213,17 @@ KernelMaker onednn_bn_backward() {
 }  // namespace
 
 WEFT_OP(batch_norm)
-    .doc("per-channel normalization over the batch (and space) while training, by running statistics in inference")
-    .input("x").input("gamma").input("beta").input("running_mean").input("running_var")
-    .output("y").output("mean").output("var")
+    .doc(
+        "per-channel normalization over the batch (and space) while training, by running "
+        "statistics in inference")
+    .input("x")
+    .input("gamma")
+    .input("beta")
+    .input("running_mean")
+    .input("running_var")
+    .output("y")
+    .output("mean")
+    .output("var")
     .attr("momentum", AttrType::Float, 0.1, "weight of the new batch in the running statistics")
     .attr("eps", AttrType::Float, 1e-5, "added to the variance")
     .attr("gamma_init", AttrType::Initializer, "ones", "initializer of the scale (as a layer)")
@@ -192,10 +238,14 @@ WEFT_OP(batch_norm)
                                     {"running_mean", c, "zeros", n, n, false},
                                     {"running_var", c, "ones", n, n, false}};
     })
-    .kernel(0, DType::f32, "onednn",
-            [](const KernelInfo& info, std::string& why) {
-              return try_onednn(why, [&]() -> std::unique_ptr<Kernel> { return std::make_unique<BatchNormKernel>(info); });
-            }, 1)
+    .kernel(
+        0, DType::f32, "onednn",
+        [](const KernelInfo& info, std::string& why) {
+          return try_onednn(why, [&]() -> std::unique_ptr<Kernel> {
+            return std::make_unique<BatchNormKernel>(info);
+          });
+        },
+        1)
     .kernels(reference(bn_ref))
     .grad([](GradContext& g) {
       std::vector<Val> r(5);
@@ -210,12 +260,14 @@ WEFT_OP(batch_norm)
       json axes = {0};
       for (size_t i = 2; i < x.shape().size(); ++i) axes.push_back(i);
       auto per_element = [&](Val stat) {
-        return g.op("broadcast_like", {g.op("expand_dims", {stat}, {{"axes", axes}}), x}, {{"mean", true}});
+        return g.op("broadcast_like", {g.op("expand_dims", {stat}, {{"axes", axes}}), x},
+                    {{"mean", true}});
       };
       auto add = [&](Val v) { r[0] = r[0] ? r[0] + v : v; };
       if (Val gm = g.grad_output(1)) add(per_element(gm));
       if (Val gv = g.grad_output(2)) {
-        Val mean = g.op("broadcast_like", {g.op("expand_dims", {g.output(1)}, {{"axes", axes}}), x});
+        Val mean =
+            g.op("broadcast_like", {g.op("expand_dims", {g.output(1)}, {{"axes", axes}}), x});
         add(2.0 * ((x - mean) * per_element(gv)));
       }
       return r;
@@ -227,8 +279,14 @@ WEFT_OP(batch_norm)
 
 WEFT_OP(batch_norm_backward)
     .doc("dx, dgamma, dbeta of batch_norm in training, from dy, x, gamma and the batch statistics")
-    .input("dy").input("x").input("gamma").input("mean").input("var")
-    .output("dx").output("dgamma").output("dbeta")
+    .input("dy")
+    .input("x")
+    .input("gamma")
+    .input("mean")
+    .input("var")
+    .output("dx")
+    .output("dgamma")
+    .output("dbeta")
     .attr("eps", AttrType::Float, 1e-5, "the forward's eps")
     .shape([](const ShapeContext& c) {
       if (c.in[0] != c.in[1]) throw ShapeError("dy and x differ in shape");
@@ -242,7 +300,10 @@ WEFT_OP(batch_norm_backward)
 // layer_norm: y = (x - mean) / sqrt(var + eps) * gamma + beta over the last `axes` axes.
 WEFT_OP(layer_norm)
     .doc("normalize each example over its last `axes` axes, then scale by gamma and shift by beta")
-    .input("x").input("gamma").input("beta").output("y")
+    .input("x")
+    .input("gamma")
+    .input("beta")
+    .output("y")
     .attr("axes", AttrType::PosInt, 1, "how many trailing axes to normalize over")
     .attr("eps", AttrType::Float, 1e-5, "added to the variance")
     .params([](const std::vector<Shape>& in, const json& a) {

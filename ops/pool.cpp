@@ -43,11 +43,13 @@ void for_taps(const Window& q, F f) {
 
 std::vector<Shape> pool_rule(const ShapeContext& c) {
   const Shape& x = c.in[0];
-  if (x.size() != 4) throw ShapeError("pooling takes [batch, channels, height, width], got " + shape_str(x));
+  if (x.size() != 4)
+    throw ShapeError("pooling takes [batch, channels, height, width], got " + shape_str(x));
   auto [kh, kw] = pair_or(c.attrs, "kernel", "kernel");
   auto [sh, sw] = pair_or(c.attrs, "stride", "kernel");
   auto [ph, pw] = pair_or(c.attrs, "pad", "pad");
-  if (kh < 1 || kw < 1 || sh < 1 || sw < 1) throw AttrError("kernel", "kernel and stride must be >= 1");
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1)
+    throw AttrError("kernel", "kernel and stride must be >= 1");
   if (ph * 2 > kh || pw * 2 > kw) throw AttrError("pad", "padding may be at most half the kernel");
   int64_t oh = (x[2].n + 2 * ph - kh) / sh + 1, ow = (x[3].n + 2 * pw - kw) / sw + 1;
   if (oh < 1 || ow < 1) throw ShapeError("the window does not fit input " + shape_str(x));
@@ -69,7 +71,8 @@ const std::vector<std::vector<Dims>> kPoolCases = {{{2, 3, 6, 6}}, {{1, 2, 5, 7}
 
 WEFT_OP(max_pool2d)
     .doc("maximum over each window")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .with(pool_attrs)
     .shape(pool_rule)
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
@@ -77,16 +80,23 @@ WEFT_OP(max_pool2d)
       const T* x = in_ptr<T>(a, 0);
       T* y = out_ptr<T>(a, 0);
       std::fill(y, y + a.out[0]->numel(), -std::numeric_limits<T>::infinity());
-      for_taps(window(info.in[0], info.out[0], info.attrs), [&](int64_t xi, int64_t yi) { y[yi] = std::max(y[yi], x[xi]); });
+      for_taps(window(info.in[0], info.out[0], info.attrs),
+               [&](int64_t xi, int64_t yi) { y[yi] = std::max(y[yi], x[xi]); });
     }))
     .grad([](GradContext& g) {
-      return std::vector<Val>{g.op("max_pool2d_backward", {g.grad_output(), g.input(0), g.output()}, g.attrs())};
+      return std::vector<Val>{
+          g.op("max_pool2d_backward", {g.grad_output(), g.input(0), g.output()}, g.attrs())};
     })
-    .test({.cases = kPoolCases, .attrs = {{"kernel", 2}}, .extra = {{{{1, 2, 5, 5}}, {{"kernel", 3}, {"stride", 2}, {"pad", 1}}}}});
+    .test({.cases = kPoolCases,
+           .attrs = {{"kernel", 2}},
+           .extra = {{{{1, 2, 5, 5}}, {{"kernel", 3}, {"stride", 2}, {"pad", 1}}}}});
 
 WEFT_OP(max_pool2d_backward)
     .doc("routes dy to the first maximum of each window of x (y is max_pool2d's output)")
-    .input("dy").input("x").input("y").output("dx")
+    .input("dy")
+    .input("x")
+    .input("y")
+    .output("dx")
     .with(pool_attrs)
     .shape([](const ShapeContext& c) { return std::vector<Shape>{c.in[1]}; })
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
@@ -103,7 +113,8 @@ WEFT_OP(max_pool2d_backward)
 
 WEFT_OP(avg_pool2d)
     .doc("mean over each window (padding counts as zeros)")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .with(pool_attrs)
     .shape(pool_rule)
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
@@ -116,14 +127,19 @@ WEFT_OP(avg_pool2d)
       for_taps(q, [&](int64_t xi, int64_t yi) { y[yi] += x[xi] * inv; });
     }))
     .grad([](GradContext& g) {
-      return std::vector<Val>{g.op("avg_pool2d_backward", {g.grad_output(), g.input(0)}, g.attrs())};
+      return std::vector<Val>{
+          g.op("avg_pool2d_backward", {g.grad_output(), g.input(0)}, g.attrs())};
     })
-    .test({.cases = kPoolCases, .attrs = {{"kernel", 2}}, .order = 2,
+    .test({.cases = kPoolCases,
+           .attrs = {{"kernel", 2}},
+           .order = 2,
            .extra = {{{{1, 2, 5, 5}}, {{"kernel", 3}, {"stride", 2}, {"pad", 1}}}}});
 
 WEFT_OP(avg_pool2d_backward)
     .doc("the adjoint of avg_pool2d: spreads dy evenly over each window, shaped like `like`")
-    .input("dy").input("like").output("dx")
+    .input("dy")
+    .input("like")
+    .output("dx")
     .with(pool_attrs)
     .shape(like_input1)
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
@@ -139,50 +155,66 @@ WEFT_OP(avg_pool2d_backward)
       json a = g.attrs();
       return std::vector<Val>{g.op("avg_pool2d", {g.grad_output()}, a), Val{}};
     })
-    .test({.cases = {{{2, 3, 3, 3}, {2, 3, 6, 6}}}, .attrs = {{"kernel", 2}}, .order = 2, .no_grad_inputs = {1}});
+    .test({.cases = {{{2, 3, 3, 3}, {2, 3, 6, 6}}},
+           .attrs = {{"kernel", 2}},
+           .order = 2,
+           .no_grad_inputs = {1}});
 
 WEFT_OP(upsample_nearest2d)
     .doc("repeat each pixel scale x scale times")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .attr("scale", AttrType::PosInt, 2, "the factor")
     .shape([](const ShapeContext& c) {
       const Shape& x = c.in[0];
-      if (x.size() != 4) throw ShapeError("upsample_nearest2d takes [batch, channels, height, width], got " + shape_str(x));
+      if (x.size() != 4)
+        throw ShapeError("upsample_nearest2d takes [batch, channels, height, width], got " +
+                         shape_str(x));
       int64_t s = c.attrs.at("scale");
       return std::vector<Shape>{{x[0], x[1], Dim(x[2].n * s), Dim(x[3].n * s)}};
     })
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
       using T = decltype(t);
-      const int64_t s = info.attrs.at("scale"), h = info.in[0][2], w = info.in[0][3], nc = info.in[0][0] * info.in[0][1];
+      const int64_t s = info.attrs.at("scale"), h = info.in[0][2], w = info.in[0][3],
+                    nc = info.in[0][0] * info.in[0][1];
       const T* x = in_ptr<T>(a, 0);
       T* y = out_ptr<T>(a, 0);
       for (int64_t p = 0; p < nc; ++p)
         for (int64_t i = 0; i < h * s; ++i)
-          for (int64_t j = 0; j < w * s; ++j) y[(p * h * s + i) * w * s + j] = x[(p * h + i / s) * w + j / s];
+          for (int64_t j = 0; j < w * s; ++j)
+            y[(p * h * s + i) * w * s + j] = x[(p * h + i / s) * w + j / s];
     }))
     .grad([](GradContext& g) {
-      return std::vector<Val>{g.op("upsample_nearest2d_backward", {g.grad_output(), g.input(0)}, g.attrs())};
+      return std::vector<Val>{
+          g.op("upsample_nearest2d_backward", {g.grad_output(), g.input(0)}, g.attrs())};
     })
     .test({.cases = {{{2, 3, 3, 4}}}, .attrs = {{"scale", 2}}, .order = 2});
 
 WEFT_OP(upsample_nearest2d_backward)
     .doc("the adjoint of upsample_nearest2d: sums each scale x scale block, shaped like `like`")
-    .input("dy").input("like").output("dx")
+    .input("dy")
+    .input("like")
+    .output("dx")
     .attr("scale", AttrType::PosInt, 2, "the factor")
     .shape(like_input1)
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
       using T = decltype(t);
-      const int64_t s = info.attrs.at("scale"), h = info.out[0][2], w = info.out[0][3], nc = info.out[0][0] * info.out[0][1];
+      const int64_t s = info.attrs.at("scale"), h = info.out[0][2], w = info.out[0][3],
+                    nc = info.out[0][0] * info.out[0][1];
       const T* dy = in_ptr<T>(a, 0);
       T* dx = out_ptr<T>(a, 0);
       std::fill(dx, dx + a.out[0]->numel(), T(0));
       for (int64_t p = 0; p < nc; ++p)
         for (int64_t i = 0; i < h * s; ++i)
-          for (int64_t j = 0; j < w * s; ++j) dx[(p * h + i / s) * w + j / s] += dy[(p * h * s + i) * w * s + j];
+          for (int64_t j = 0; j < w * s; ++j)
+            dx[(p * h + i / s) * w + j / s] += dy[(p * h * s + i) * w * s + j];
     }))
     .grad([](GradContext& g) {
       return std::vector<Val>{g.op("upsample_nearest2d", {g.grad_output()}, g.attrs()), Val{}};
     })
-    .test({.cases = {{{2, 3, 6, 8}, {2, 3, 3, 4}}}, .attrs = {{"scale", 2}}, .order = 2, .no_grad_inputs = {1}});
+    .test({.cases = {{{2, 3, 6, 8}, {2, 3, 3, 4}}},
+           .attrs = {{"scale", 2}},
+           .order = 2,
+           .no_grad_inputs = {1}});
 
 }  // namespace weft::ops

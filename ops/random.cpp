@@ -8,7 +8,9 @@ namespace weft::ops {
 // dropout: y = x * mask, mask = [u >= p] / (1 - p) while training, 1 otherwise.
 WEFT_OP(dropout)
     .doc("zero each element with probability p while training and scale the rest by 1/(1-p)")
-    .input("x").output("y").output("mask")
+    .input("x")
+    .output("y")
+    .output("mask")
     .attr("p", AttrType::Float, 0.5, "drop probability in [0, 1)")
     .shape([](const ShapeContext& c) {
       double p = c.attrs.at("p");

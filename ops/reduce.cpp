@@ -70,7 +70,9 @@ template <class T>
 class BroadcastRef : public Kernel {
  public:
   BroadcastRef(const Dims& src, const Dims& out, bool mean)
-      : map_(src, out), n_(numel(out)), scale_(mean ? double(numel(src)) / double(numel(out)) : 1.0) {}
+      : map_(src, out),
+        n_(numel(out)),
+        scale_(mean ? double(numel(src)) / double(numel(out)) : 1.0) {}
   void run(const KernelArgs& a) override {
     const T* x = in_ptr<T>(a, 0);
     T* y = out_ptr<T>(a, 0);
@@ -106,17 +108,20 @@ std::vector<KernelEntry> reduce_kernels(KdFn kd, bool mean_always, bool mean_att
   };
   // No oneDNN path: its reduction primitive took 57-86 us for the [64..128, 256..784] column
   // sums of bias gradients that the row walk above does in 2-37 us (weft bench, 2 threads).
-  return {{0, DType::f32, "reference", ref(float{}), 0}, {0, DType::f64, "reference", ref(double{}), 0}};
+  return {{0, DType::f32, "reference", ref(float{}), 0},
+          {0, DType::f64, "reference", ref(double{}), 0}};
 }
 
 std::vector<KernelEntry> broadcast_kernels() {
   auto make = [](auto t) {
     using T = decltype(t);
     return [](const KernelInfo& info, std::string&) -> std::unique_ptr<Kernel> {
-      return std::make_unique<BroadcastRef<T>>(info.in[0], info.out[0], info.attrs.at("mean").get<bool>());
+      return std::make_unique<BroadcastRef<T>>(info.in[0], info.out[0],
+                                               info.attrs.at("mean").get<bool>());
     };
   };
-  return {{0, DType::f32, "reference", make(float{}), 0}, {0, DType::f64, "reference", make(double{}), 0}};
+  return {{0, DType::f32, "reference", make(float{}), 0},
+          {0, DType::f64, "reference", make(double{}), 0}};
 }
 
 std::vector<Shape> reduce_rule(const ShapeContext& c) {
@@ -157,7 +162,8 @@ const std::vector<std::vector<Dims>> kReduceCases = {{{3, 4}}, {{2, 3, 4}}, {{5}
 
 WEFT_OP(sum)
     .doc("sum over axes (all axes when empty)")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .attr("axes", AttrType::Ints, json::array(), "axes to fold; [] folds all")
     .attr("keepdims", AttrType::Bool, false, "keep folded axes as size 1")
     .shape(reduce_rule)
@@ -168,7 +174,8 @@ WEFT_OP(sum)
 
 WEFT_OP(mean)
     .doc("mean over axes (all axes when empty)")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .attr("axes", AttrType::Ints, json::array(), "axes to fold; [] folds all")
     .attr("keepdims", AttrType::Bool, false, "keep folded axes as size 1")
     .shape(reduce_rule)
@@ -179,7 +186,9 @@ WEFT_OP(mean)
 
 WEFT_OP(sum_to_like)
     .doc("reduce x to the shape of `like` (undoes a broadcast); mean divides by the fold count")
-    .input("x").input("like").output("y")
+    .input("x")
+    .input("like")
+    .output("y")
     .attr("mean", AttrType::Bool, false, "average instead of sum")
     .shape([](const ShapeContext& c) {
       if (broadcast_shapes(c.in[1], c.in[0]) != c.in[0])
@@ -188,15 +197,21 @@ WEFT_OP(sum_to_like)
     })
     .kernels(reduce_kernels(kd_from_ref, false, true))
     .grad([](GradContext& g) {
-      return std::vector<Val>{g.op("broadcast_like", {g.grad_output(), g.input(0)}, {{"mean", g.attrs().at("mean")}}), Val{}};
+      return std::vector<Val>{
+          g.op("broadcast_like", {g.grad_output(), g.input(0)}, {{"mean", g.attrs().at("mean")}}),
+          Val{}};
     })
     .flops([](const KernelInfo& i) { return double(numel(i.in[0])); })
-    .test({.cases = {{{3, 4}, {4}}, {{3, 4}, {3, 1}}, {{2, 3}, {}}}, .attrs = {{"mean", true}},
-           .order = 2, .no_grad_inputs = {1}});
+    .test({.cases = {{{3, 4}, {4}}, {{3, 4}, {3, 1}}, {{2, 3}, {}}},
+           .attrs = {{"mean", true}},
+           .order = 2,
+           .no_grad_inputs = {1}});
 
 WEFT_OP(broadcast_like)
     .doc("broadcast x to the shape of `like`; mean divides by the fold count")
-    .input("x").input("like").output("y")
+    .input("x")
+    .input("like")
+    .output("y")
     .attr("mean", AttrType::Bool, false, "divide by the number of copies")
     .shape([](const ShapeContext& c) {
       if (broadcast_shapes(c.in[0], c.in[1]) != c.in[1])
@@ -205,9 +220,13 @@ WEFT_OP(broadcast_like)
     })
     .kernels(broadcast_kernels())
     .grad([](GradContext& g) {
-      return std::vector<Val>{g.op("sum_to_like", {g.grad_output(), g.input(0)}, {{"mean", g.attrs().at("mean")}}), Val{}};
+      return std::vector<Val>{
+          g.op("sum_to_like", {g.grad_output(), g.input(0)}, {{"mean", g.attrs().at("mean")}}),
+          Val{}};
     })
-    .test({.cases = {{{4}, {3, 4}}, {{3, 1}, {3, 4}}, {{}, {2, 3}}}, .attrs = {{"mean", true}},
-           .order = 2, .no_grad_inputs = {1}});
+    .test({.cases = {{{4}, {3, 4}}, {{3, 1}, {3, 4}}, {{}, {2, 3}}},
+           .attrs = {{"mean", true}},
+           .order = 2,
+           .no_grad_inputs = {1}});
 
 }  // namespace weft::ops

@@ -63,7 +63,8 @@ void copy_block(const T* src, T* dst, const Dims& part, const Dims& whole, int a
 
 WEFT_OP(reshape)
     .doc("view x with another shape; \"B\" is the batch, -1 is inferred")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .required("shape", AttrType::ShapeSpec, "the new shape")
     .shape(reshape_rule)
     .alias()
@@ -73,7 +74,8 @@ WEFT_OP(reshape)
 
 WEFT_OP(flatten)
     .doc("view x as [x.shape[0], everything else]")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape([](const ShapeContext& c) {
       if (c.in[0].empty()) throw ShapeError("cannot flatten a scalar");
       Shape rest(c.in[0].begin() + 1, c.in[0].end());
@@ -86,7 +88,9 @@ WEFT_OP(flatten)
 
 WEFT_OP(reshape_like)
     .doc("view x with the shape of `like` (same element count)")
-    .input("x").input("like").output("y")
+    .input("x")
+    .input("like")
+    .output("y")
     .shape([](const ShapeContext& c) {
       if (shape_numel(c.in[0]) != shape_numel(c.in[1]))
         throw ShapeError("cannot reshape " + shape_str(c.in[0]) + " like " + shape_str(c.in[1]));
@@ -101,7 +105,8 @@ WEFT_OP(reshape_like)
 
 WEFT_OP(expand_dims)
     .doc("view x with size-1 axes inserted at `axes` (positions in the output)")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .required("axes", AttrType::Ints, "where the new axes go")
     .shape([](const ShapeContext& c) {
       auto axes = c.attrs.at("axes").get<std::vector<int64_t>>();
@@ -119,7 +124,8 @@ WEFT_OP(expand_dims)
 
 WEFT_OP(stop_gradient)
     .doc("x, through which no gradient flows")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .alias()
     .kernels(reference(copy_ref))
@@ -129,7 +135,8 @@ WEFT_OP(stop_gradient)
 
 WEFT_OP(zeros_like)
     .doc("zeros of x's shape")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .shape(same_as_input0)
     .kernels(reference([](auto t, const KernelInfo&, const KernelArgs& a) {
       using T = decltype(t);
@@ -140,7 +147,8 @@ WEFT_OP(zeros_like)
 
 WEFT_OP(concat)
     .doc("join inputs along `axis`")
-    .variadic_input("x").output("y")
+    .variadic_input("x")
+    .output("y")
     .attr("axis", AttrType::Int, 1, "the axis to join along")
     .shape([](const ShapeContext& c) {
       int axis = norm_axis(c.attrs.at("axis").get<int64_t>(), c.in[0].size());
@@ -162,7 +170,8 @@ WEFT_OP(concat)
       int axis = norm_axis(info.attrs.at("axis").get<int64_t>(), info.out[0].size());
       int64_t off = 0;
       for (size_t k = 0; k < a.in.size(); ++k) {
-        copy_block(in_ptr<T>(a, int(k)), out_ptr<T>(a, 0), info.in[k], info.out[0], axis, off, false);
+        copy_block(in_ptr<T>(a, int(k)), out_ptr<T>(a, 0), info.in[k], info.out[0], axis, off,
+                   false);
         off += info.in[k][axis];
       }
     }))
@@ -173,15 +182,21 @@ WEFT_OP(concat)
       for (int k = 0; k < g.num_inputs(); ++k) {
         std::vector<Val> in{g.grad_output()};
         in.insert(in.end(), parts.begin(), parts.end());
-        out.push_back(g.needs(k) ? g.op("concat_backward", in, {{"axis", g.attrs().at("axis")}, {"index", k}}) : Val{});
+        out.push_back(
+            g.needs(k) ? g.op("concat_backward", in, {{"axis", g.attrs().at("axis")}, {"index", k}})
+                       : Val{});
       }
       return out;
     })
-    .test({.cases = {{{2, 3}, {2, 4}}, {{2, 3}, {2, 1}, {2, 2}}}, .attrs = {{"axis", 1}}, .order = 2});
+    .test({.cases = {{{2, 3}, {2, 4}}, {{2, 3}, {2, 1}, {2, 2}}},
+           .attrs = {{"axis", 1}},
+           .order = 2});
 
 WEFT_OP(concat_backward)
     .doc("the part of dy (a concat's gradient) that belongs to input `index`")
-    .input("dy").variadic_input("parts").output("dx")
+    .input("dy")
+    .variadic_input("parts")
+    .output("dx")
     .attr("axis", AttrType::Int, 1, "the concat's axis")
     .required("index", AttrType::NonNegInt, "which part")
     .shape([](const ShapeContext& c) {
@@ -206,12 +221,15 @@ WEFT_OP(concat_backward)
       out[0] = g.op("concat", parts, {{"axis", g.attrs().at("axis")}});
       return out;
     })
-    .test({.cases = {{{2, 7}, {2, 3}, {2, 4}}}, .attrs = {{"axis", 1}, {"index", 1}}, .order = 2,
+    .test({.cases = {{{2, 7}, {2, 3}, {2, 4}}},
+           .attrs = {{"axis", 1}, {"index", 1}},
+           .order = 2,
            .no_grad_inputs = {1, 2}});
 
 WEFT_OP(slice)
     .doc("x[start:end] along `axis` (not the batch axis)")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .attr("axis", AttrType::Int, 1, "the axis")
     .required("start", AttrType::NonNegInt, "first index")
     .required("end", AttrType::PosInt, "one past the last index")
@@ -241,7 +259,9 @@ WEFT_OP(slice)
 
 WEFT_OP(slice_backward)
     .doc("zeros shaped like `like` with dy placed at `start` along `axis` (a slice's gradient)")
-    .input("dy").input("like").output("dx")
+    .input("dy")
+    .input("like")
+    .output("dx")
     .attr("axis", AttrType::Int, 1, "the axis")
     .required("start", AttrType::NonNegInt, "where dy goes")
     .shape([](const ShapeContext& c) { return std::vector<Shape>{c.in[1]}; })
@@ -257,10 +277,13 @@ WEFT_OP(slice_backward)
       int64_t start = g.attrs().at("start");
       int axis = norm_axis(g.attrs().at("axis").get<int64_t>(), g.input(0).shape().size());
       int64_t len = g.input(0).shape()[axis].n;
-      return std::vector<Val>{
-          g.op("slice", {g.grad_output()}, {{"axis", axis}, {"start", start}, {"end", start + len}}), Val{}};
+      return std::vector<Val>{g.op("slice", {g.grad_output()},
+                                   {{"axis", axis}, {"start", start}, {"end", start + len}}),
+                              Val{}};
     })
-    .test({.cases = {{{3, 3}, {3, 6}}}, .attrs = {{"axis", 1}, {"start", 2}}, .order = 2,
+    .test({.cases = {{{3, 3}, {3, 6}}},
+           .attrs = {{"axis", 1}, {"start", 2}},
+           .order = 2,
            .no_grad_inputs = {1}});
 
 }  // namespace weft::ops
@@ -271,7 +294,8 @@ namespace {
 // pads: one number for all four sides, or [top, bottom, left, right].
 std::array<int64_t, 4> pads_of(const json& a) {
   const json& p = a.at("pads");
-  if (p.is_number_integer()) return {p.get<int64_t>(), p.get<int64_t>(), p.get<int64_t>(), p.get<int64_t>()};
+  if (p.is_number_integer())
+    return {p.get<int64_t>(), p.get<int64_t>(), p.get<int64_t>(), p.get<int64_t>()};
   return {p[0].get<int64_t>(), p[1].get<int64_t>(), p[2].get<int64_t>(), p[3].get<int64_t>()};
 }
 
@@ -280,7 +304,9 @@ void check_pads(const json& a) {
   bool ok = p.is_number_integer() ? p.get<int64_t>() >= 0 : p.is_array() && p.size() == 4;
   if (ok && p.is_array())
     for (auto& v : p) ok = ok && v.is_number_integer() && v.get<int64_t>() >= 0;
-  if (!ok) throw AttrError("pads", "expected a non-negative integer or [top, bottom, left, right], got " + p.dump());
+  if (!ok)
+    throw AttrError(
+        "pads", "expected a non-negative integer or [top, bottom, left, right], got " + p.dump());
 }
 
 // Copies between the [h, w] planes of x and the [h + t + b, w + l + r] planes of y.
@@ -302,13 +328,15 @@ void pad_copy(const T* x, T* y, const Dims& xd, std::array<int64_t, 4> p, bool c
 
 WEFT_OP(pad)
     .doc("pad the height and width of [N, C, H, W] with a constant")
-    .input("x").output("y")
+    .input("x")
+    .output("y")
     .required("pads", AttrType::Any, "a non-negative integer or [top, bottom, left, right]")
     .attr("value", AttrType::Float, 0.0, "the fill value")
     .shape([](const ShapeContext& c) {
       check_pads(c.attrs);
       const Shape& x = c.in[0];
-      if (x.size() != 4) throw ShapeError("pad takes [batch, channels, height, width], got " + shape_str(x));
+      if (x.size() != 4)
+        throw ShapeError("pad takes [batch, channels, height, width], got " + shape_str(x));
       auto p = pads_of(c.attrs);
       return std::vector<Shape>{{x[0], x[1], Dim(x[2].n + p[0] + p[1]), Dim(x[3].n + p[2] + p[3])}};
     })
@@ -319,13 +347,18 @@ WEFT_OP(pad)
       pad_copy(in_ptr<T>(a, 0), y, info.in[0], pads_of(info.attrs), false);
     }))
     .grad([](GradContext& g) {
-      return std::vector<Val>{g.op("pad_backward", {g.grad_output(), g.input(0)}, {{"pads", g.attrs().at("pads")}})};
+      return std::vector<Val>{
+          g.op("pad_backward", {g.grad_output(), g.input(0)}, {{"pads", g.attrs().at("pads")}})};
     })
-    .test({.cases = {{{2, 3, 3, 4}}}, .attrs = {{"pads", {1, 0, 2, 1}}, {"value", 0.5}}, .order = 2});
+    .test({.cases = {{{2, 3, 3, 4}}},
+           .attrs = {{"pads", {1, 0, 2, 1}}, {"value", 0.5}},
+           .order = 2});
 
 WEFT_OP(pad_backward)
     .doc("the adjoint of pad: crops dy back to the shape of `like`")
-    .input("dy").input("like").output("dx")
+    .input("dy")
+    .input("like")
+    .output("dx")
     .required("pads", AttrType::Any, "the pad's pads")
     .shape([](const ShapeContext& c) {
       check_pads(c.attrs);
@@ -336,8 +369,12 @@ WEFT_OP(pad_backward)
       pad_copy(in_ptr<T>(a, 0), out_ptr<T>(a, 0), info.out[0], pads_of(info.attrs), true);
     }))
     .grad([](GradContext& g) {
-      return std::vector<Val>{g.op("pad", {g.grad_output()}, {{"pads", g.attrs().at("pads")}}), Val{}};
+      return std::vector<Val>{g.op("pad", {g.grad_output()}, {{"pads", g.attrs().at("pads")}}),
+                              Val{}};
     })
-    .test({.cases = {{{2, 3, 4, 7}, {2, 3, 3, 4}}}, .attrs = {{"pads", {1, 0, 2, 1}}}, .order = 2, .no_grad_inputs = {1}});
+    .test({.cases = {{{2, 3, 4, 7}, {2, 3, 3, 4}}},
+           .attrs = {{"pads", {1, 0, 2, 1}}},
+           .order = 2,
+           .no_grad_inputs = {1}});
 
 }  // namespace weft::ops

@@ -61,15 +61,15 @@ typedef struct weft_host {
 /* Passed to each kernel run. */
 typedef struct weft_call {
   const weft_host* host;
-  void* host_data;   /* the host's own; do not touch */
-  const char* attrs; /* the node's attributes as a JSON object, defaults filled */
+  void* host_data;               /* the host's own; do not touch */
+  const char* attrs;             /* the node's attributes as a JSON object, defaults filled */
   uint64_t seed, step, node_key; /* for kernels that draw random numbers */
-  int32_t training;  /* 1 while training, 0 in inference (sample, encode) */
+  int32_t training;              /* 1 while training, 0 in inference (sample, encode) */
 } weft_call;
 
 /* Returns 0 on success; otherwise calls call->host->report_error and returns non-zero. */
-typedef int (*weft_kernel_fn)(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out,
-                              int32_t n_out);
+typedef int (*weft_kernel_fn)(const weft_call* call, const weft_tensor* in, int32_t n_in,
+                              weft_tensor* out, int32_t n_out);
 
 /* A shape rule. Shapes are symbolic in the batch: a dimension d >= 0 is d, a dimension
  * d < 0 is -d times the batch size B (so -1 is B, -2 is 2B). Fill out_ndim and out_shape

@@ -66,8 +66,8 @@ std::vector<ValueId> gradients(Builder& b, ValueId loss, const std::vector<Value
     }
     if (!any_need) continue;
     if (!n.def->grad_rule)
-      throw ShapeError(fmt::format("op {} has no gradient rule, but node '{}' needs one",
-                                   n.op(), n.name));
+      throw ShapeError(
+          fmt::format("op {} has no gradient rule, but node '{}' needs one", n.op(), n.name));
     std::string node_name = n.name;
     b.where = n.where;
     GradContext ctx(b, i, gout, needs);
@@ -95,8 +95,9 @@ std::vector<ValueId> gradients(Builder& b, ValueId loss, const std::vector<Value
 // grad(of, wrt): the gradient of scalar `of` with respect to `wrt`, as graph nodes, so it
 // can sit inside a loss (gradient penalties, contractive penalties).
 WEFT_OP(grad)
-    .doc("Gradient of the scalar `of` with respect to `wrt`, built as graph nodes; usable "
-         "inside losses and differentiable again.")
+    .doc(
+        "Gradient of the scalar `of` with respect to `wrt`, built as graph nodes; usable "
+        "inside losses and differentiable again.")
     .input("of")
     .input("wrt")
     .output("d_wrt")

@@ -16,7 +16,8 @@ std::string default_data_dir() {
   return e && *e ? e : "/usr/share/datasets/fashion-mnist";
 }
 
-std::vector<uint8_t> read_idx(const std::string& path, int expected_rank, std::vector<int64_t>& dims) {
+std::vector<uint8_t> read_idx(const std::string& path, int expected_rank,
+                              std::vector<int64_t>& dims) {
   gzFile f = gzopen(path.c_str(), "rb");  // reads plain files too
   if (!f) throw Error(path, "", "cannot open the file");
   auto fail = [&](const std::string& what) {
@@ -27,7 +28,8 @@ std::vector<uint8_t> read_idx(const std::string& path, int expected_rank, std::v
   if (gzread(f, head, 4) != 4) fail("too short for an IDX file");
   if (head[0] != 0 || head[1] != 0 || head[2] != 0x08)
     fail("not an IDX file of unsigned bytes (bad magic number)");
-  if (head[3] != expected_rank) fail(fmt::format("expected {} dimensions, the file has {}", expected_rank, head[3]));
+  if (head[3] != expected_rank)
+    fail(fmt::format("expected {} dimensions, the file has {}", expected_rank, head[3]));
   dims.clear();
   int64_t total = 1;
   for (int i = 0; i < expected_rank; ++i) {
@@ -53,7 +55,9 @@ std::vector<uint8_t> read_idx(const std::string& path, int expected_rank, std::v
 Dataset load_fashion_mnist(const std::string& dir, const std::string& split) {
   struct stat st;
   if (stat(dir.c_str(), &st) != 0)
-    throw Error(dir, "", "no Fashion-MNIST here: install it with 'apt-get install dataset-fashion-mnist' or pass --data DIR");
+    throw Error(dir, "",
+                "no Fashion-MNIST here: install it with 'apt-get install dataset-fashion-mnist' or "
+                "pass --data DIR");
   std::string prefix = split == "test" ? "t10k" : "train";
   auto find = [&](const std::string& stem) {
     std::string gz = dir + "/" + stem + ".gz";
@@ -66,7 +70,8 @@ Dataset load_fashion_mnist(const std::string& dir, const std::string& split) {
   d.dir = dir;
   d.split = split;
   std::vector<int64_t> idims, ldims;
-  std::string ipath = find(prefix + "-images-idx3-ubyte"), lpath = find(prefix + "-labels-idx1-ubyte");
+  std::string ipath = find(prefix + "-images-idx3-ubyte"),
+              lpath = find(prefix + "-labels-idx1-ubyte");
   d.images = read_idx(ipath, 3, idims);
   d.labels = read_idx(lpath, 1, ldims);
   if (ldims[0] != idims[0])
@@ -81,8 +86,10 @@ Dataset load_fashion_mnist(const std::string& dir, const std::string& split) {
   return d;
 }
 
-Batcher::Batcher(const Dataset& d, int64_t batch, uint64_t seed) : d_(d), batch_(batch), seed_(seed) {
-  if (batch > d.n) throw Error(fmt::format("batch {} is larger than the dataset ({} examples)", batch, d.n));
+Batcher::Batcher(const Dataset& d, int64_t batch, uint64_t seed)
+    : d_(d), batch_(batch), seed_(seed) {
+  if (batch > d.n)
+    throw Error(fmt::format("batch {} is larger than the dataset ({} examples)", batch, d.n));
   idx_.resize(size_t(batch));
 }
 
@@ -103,7 +110,8 @@ const std::vector<int64_t>& Batcher::indices(int64_t step) {
   return idx_;
 }
 
-void fill_images(const Dataset& d_, const std::vector<int64_t>& idx, Tensor& out, double low, double high) {
+void fill_images(const Dataset& d_, const std::vector<int64_t>& idx, Tensor& out, double low,
+                 double high) {
   const int64_t per = d_.rows * d_.cols;
   WEFT_ASSERT(out.numel() == int64_t(idx.size()) * per);
   const double scale = (high - low) / 255.0;

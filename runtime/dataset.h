@@ -24,11 +24,13 @@ std::string default_data_dir();
 // Throws Error naming the file and, when the folder is missing, the package to install.
 Dataset load_fashion_mnist(const std::string& dir, const std::string& split);
 // Reads one IDX file (gzip or plain); `dims` gets its shape. Throws Error.
-std::vector<uint8_t> read_idx(const std::string& path, int expected_rank, std::vector<int64_t>& dims);
+std::vector<uint8_t> read_idx(const std::string& path, int expected_rank,
+                              std::vector<int64_t>& dims);
 
 // Examples `idx` of `d`: pixels scaled to [low, high] into `out` ([n, ...]); labels as
 // numbers or one-hot.
-void fill_images(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out, double low, double high);
+void fill_images(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out, double low,
+                 double high);
 void fill_labels(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out, bool onehot);
 
 class Batcher {

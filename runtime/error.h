@@ -33,8 +33,8 @@ class ShapeError : public std::runtime_error {
 
 }  // namespace weft
 
-#define WEFT_ASSERT(cond, ...)                                                     \
-  do {                                                                             \
+#define WEFT_ASSERT(cond, ...)                                                             \
+  do {                                                                                     \
     if (!(cond)) ::weft::assert_fail(#cond, __FILE__, __LINE__, std::string{__VA_ARGS__}); \
   } while (0)
 

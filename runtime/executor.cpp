@@ -25,7 +25,8 @@ struct Runner {
     }
     auto t0 = std::chrono::steady_clock::now();
     st.kernel->run(a);
-    times->seconds[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    times->seconds[i] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 };
 

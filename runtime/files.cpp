@@ -82,7 +82,9 @@ SafetensorsFile load_safetensors(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   std::string bytes = ss.str();
-  auto fail = [&](const std::string& what) -> void { throw Error(path, "", "not a valid safetensors file: " + what); };
+  auto fail = [&](const std::string& what) -> void {
+    throw Error(path, "", "not a valid safetensors file: " + what);
+  };
   if (bytes.size() < 8) fail("shorter than its 8-byte header length");
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[i])) << (8 * i);
@@ -105,7 +107,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
       }
       continue;
     }
-    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") ||
+        !e.contains("data_offsets"))
       fail("tensor '" + name + "' lacks dtype, shape or data_offsets");
     DType dt;
     if (e["dtype"] == "F32")
@@ -117,27 +120,34 @@ SafetensorsFile load_safetensors(const std::string& path) {
     Dims shape;
     if (!e["shape"].is_array()) fail("tensor '" + name + "' has a bad shape");
     for (auto& d : e["shape"]) {
-      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t(1) << 40)) fail("tensor '" + name + "' has a bad shape");
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t(1) << 40))
+        fail("tensor '" + name + "' has a bad shape");
       shape.push_back(d.get<int64_t>());
     }
     const json& off = e["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+        !off[1].is_number_unsigned())
       fail("tensor '" + name + "' has bad data_offsets");
     uint64_t b = off[0], en = off[1];
     if (b > en || en > data_size) fail("tensor '" + name + "' lies outside the file");
     Tensor t(dt, shape);
-    if (t.bytes() != en - b) fail("tensor '" + name + "' has " + std::to_string(en - b) + " bytes for shape " + dims_str(shape));
+    if (t.bytes() != en - b)
+      fail("tensor '" + name + "' has " + std::to_string(en - b) + " bytes for shape " +
+           dims_str(shape));
     std::memcpy(t.raw(), bytes.data() + base + b, t.bytes());
     out.tensors[name] = t;
   }
   return out;
 }
 
-static std::string npy_bytes(const std::string& descr, const Dims& shape, const void* data, size_t bytes) {
+static std::string npy_bytes(const std::string& descr, const Dims& shape, const void* data,
+                             size_t bytes) {
   std::string sh = "(";
-  for (size_t i = 0; i < shape.size(); ++i) sh += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
+  for (size_t i = 0; i < shape.size(); ++i)
+    sh += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
   sh += ")";
-  std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", descr, sh);
+  std::string dict =
+      fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", descr, sh);
   size_t total = 10 + dict.size() + 1;
   dict.append((64 - total % 64) % 64, ' ');
   dict += '\n';
@@ -152,7 +162,8 @@ static std::string npy_bytes(const std::string& descr, const Dims& shape, const 
 }
 
 void save_npy(const std::string& path, const Tensor& t) {
-  write_atomic(path, npy_bytes(t.dtype() == DType::f32 ? "<f4" : "<f8", t.shape(), t.raw(), t.bytes()));
+  write_atomic(path,
+               npy_bytes(t.dtype() == DType::f32 ? "<f4" : "<f8", t.shape(), t.raw(), t.bytes()));
 }
 
 void save_npy_u8(const std::string& path, const std::vector<uint8_t>& data, const Dims& shape) {
@@ -218,21 +229,25 @@ void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
       if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
   if (!(hi > lo)) hi = lo + 1;
   const double W = 800, H = 400, L = 60, R = 20, T = 20, B = 40;
-  auto px = [&](double s) { return L + (W - L - R) * (s - steps.front()) / (steps.back() - steps.front()); };
+  auto px = [&](double s) {
+    return L + (W - L - R) * (s - steps.front()) / (steps.back() - steps.front());
+  };
   auto py = [&](double v) { return T + (H - T - B) * (hi - v) / (hi - lo); };
   static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
   std::string svg = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n"
       "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
       W, H);
   for (int i = 0; i <= 4; ++i) {  // horizontal grid with values
     double v = lo + (hi - lo) * i / 4, y = py(v);
-    svg += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>"
-                       "<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n",
-                       L, y, W - R, y, L - 5, y + 4, v);
+    svg += fmt::format(
+        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>"
+        "<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{:.3g}</text>\n",
+        L, y, W - R, y, L - 5, y + 4, v);
   }
-  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step ({} to {})</text>\n", (W + L) / 2, H - 10,
-                     steps.front(), steps.back());
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step ({} to {})</text>\n",
+                     (W + L) / 2, H - 10, steps.front(), steps.back());
   const size_t stride = std::max<size_t>(1, steps.size() / 1500);  // keep the file small
   const double alpha = std::clamp(10.0 / double(steps.size()), 0.01, 0.3);
   for (size_t k = 0; k < series; ++k) {
@@ -246,9 +261,12 @@ void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
       raw += fmt::format("{:.1f},{:.1f} ", px(steps[i]), py(ys[k][i]));
       smooth += fmt::format("{:.1f},{:.1f} ", px(steps[i]), py(ema));
     }
-    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-opacity=\"0.25\" points=\"{}\"/>\n", c, raw);
-    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n", c, smooth);
-    svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - R - 150, T + 16 * (k + 1), c, names[k + 1]);
+    svg += fmt::format(
+        "<polyline fill=\"none\" stroke=\"{}\" stroke-opacity=\"0.25\" points=\"{}\"/>\n", c, raw);
+    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                       c, smooth);
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - R - 150,
+                       T + 16 * (k + 1), c, names[k + 1]);
   }
   svg += "</svg>\n";
   write_atomic(svg_path, svg);

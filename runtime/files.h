@@ -31,8 +31,8 @@ void save_npy_u8(const std::string& path, const std::vector<uint8_t>& data, cons
 
 // A grid of grayscale images: `images` is [n, h*w] (or [n, 1, h, w]) valued in
 // [low, high], written as 8-bit PNG with a 2-pixel border.
-void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int64_t w,
-                   double low, double high);
+void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int64_t w, double low,
+                   double high);
 
 // A plot of every loss column of a metrics CSV against the step, as SVG: the raw values
 // faint, an exponential moving average over them bold.

@@ -65,7 +65,8 @@ struct Harness {
       Dims d = bind_batch(outs[j].shape(), 1);
       Val r = b.input(name, outs[j].shape());
       Tensor rt(DType::f64, d);
-      for (int64_t i = 0; i < rt.numel(); ++i) rt.set(i, 2 * uniform01(stream_key(seed, 100 + j), i) - 1);
+      for (int64_t i = 0; i < rt.numel(); ++i)
+        rt.set(i, 2 * uniform01(stream_key(seed, 100 + j), i) - 1);
       opt.bindings[name] = rt;
       Val term = b.op("sum", {outs[j] * r});
       loss = loss ? loss + term : term;
@@ -136,7 +137,8 @@ std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dim
     if (wrt.empty() || (!def.grad_rule && !def.expansion)) continue;
     {
       Harness h(def, c, seed, true);
-      results.push_back(compare(h, h.loss, wrt, fmt::format("grad order 1 {}", case_str(c)), def.name));
+      results.push_back(
+          compare(h, h.loss, wrt, fmt::format("grad order 1 {}", case_str(c)), def.name));
     }
     if (t.order >= 2) {
       // s = sum_k <d loss / d x_k, v_k>; its gradient is a Hessian-vector product.
@@ -149,7 +151,8 @@ std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dim
         std::string name = fmt::format("v{}", q);
         Val v = h.b.input(name, h.g.shape(grads[q]));
         Tensor vt(DType::f64, bind_batch(h.g.shape(grads[q]), 1));
-        for (int64_t i = 0; i < vt.numel(); ++i) vt.set(i, 2 * uniform01(stream_key(seed, 200 + q), i) - 1);
+        for (int64_t i = 0; i < vt.numel(); ++i)
+          vt.set(i, 2 * uniform01(stream_key(seed, 200 + q), i) - 1);
         h.opt.bindings[name] = vt;
         Val term = h.b.op("sum", {h.b.val(grads[q]) * v});
         s = s ? s + term : term;

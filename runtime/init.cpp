@@ -20,10 +20,13 @@ uint64_t name_hash(const std::string& s) {
 }  // namespace
 
 void check_initializer(const json& spec) {
-  auto fail = [&] { throw AttrError("", std::string("expected ") + kForms + ", got " + spec.dump()); };
+  auto fail = [&] {
+    throw AttrError("", std::string("expected ") + kForms + ", got " + spec.dump());
+  };
   if (spec.is_string()) {
-    static const char* names[] = {"zeros", "ones", "default", "xavier_uniform", "xavier_normal",
-                                  "glorot_uniform", "glorot_normal", "kaiming_uniform", "kaiming_normal"};
+    static const char* names[] = {
+        "zeros",          "ones",          "default",         "xavier_uniform", "xavier_normal",
+        "glorot_uniform", "glorot_normal", "kaiming_uniform", "kaiming_normal"};
     for (auto* n : names)
       if (spec == n) return;
     fail();
@@ -63,7 +66,8 @@ void initialize(Tensor& t, const json& spec, double fan_in, double fan_out, uint
       double a = std::sqrt(6.0 / (fan_in + fan_out));
       return uniform(-a, a);
     }
-    if (s == "xavier_normal" || s == "glorot_normal") return normal(0, std::sqrt(2.0 / (fan_in + fan_out)));
+    if (s == "xavier_normal" || s == "glorot_normal")
+      return normal(0, std::sqrt(2.0 / (fan_in + fan_out)));
     if (s == "kaiming_uniform") {
       double a = std::sqrt(6.0 / fan_in);
       return uniform(-a, a);

@@ -84,13 +84,16 @@ void OnednnKernel::run(const KernelArgs& a) {
   dnnl_status_t st = dnnl_primitive_execute(prim_.get(), cpu_stream().get(), int(exec_args_.size()),
                                             exec_args_.data());
   if (st != dnnl_success)  // dnnl::error keeps a pointer to its message: a std::string would dangle
-    throw std::runtime_error("oneDNN failed to execute a primitive (status " + std::to_string(int(st)) + ")");
+    throw std::runtime_error("oneDNN failed to execute a primitive (status " +
+                             std::to_string(int(st)) + ")");
 }
 
 void LayoutKernel::Exec::run() const {
-  dnnl_status_t st = dnnl_primitive_execute(p.get(), cpu_stream().get(), int(args.size()), args.data());
+  dnnl_status_t st =
+      dnnl_primitive_execute(p.get(), cpu_stream().get(), int(args.size()), args.data());
   if (st != dnnl_success)
-    throw std::runtime_error("oneDNN failed to execute a primitive (status " + std::to_string(int(st)) + ")");
+    throw std::runtime_error("oneDNN failed to execute a primitive (status " +
+                             std::to_string(int(st)) + ")");
 }
 
 LayoutKernel::LayoutKernel(dnnl::primitive p, const std::vector<Arg>& args) {
@@ -106,14 +109,17 @@ LayoutKernel::LayoutKernel(dnnl::primitive p, const std::vector<Arg>& args) {
     owned_.push_back(mine);
     main_.args.push_back({a.id, mine.get()});
     if (a.bind > 0)
-      before_.push_back({dnnl::reorder(user, mine), {{DNNL_ARG_FROM, user.get()}, {DNNL_ARG_TO, mine.get()}}});
+      before_.push_back(
+          {dnnl::reorder(user, mine), {{DNNL_ARG_FROM, user.get()}, {DNNL_ARG_TO, mine.get()}}});
     else
-      after_.push_back({dnnl::reorder(mine, user), {{DNNL_ARG_FROM, mine.get()}, {DNNL_ARG_TO, user.get()}}});
+      after_.push_back(
+          {dnnl::reorder(mine, user), {{DNNL_ARG_FROM, mine.get()}, {DNNL_ARG_TO, user.get()}}});
   }
 }
 
 void LayoutKernel::run(const KernelArgs& a) {
-  for (auto& [m, which] : plain_) m.set_data_handle(which > 0 ? a.in[which - 1]->raw() : a.out[-which - 1]->raw());
+  for (auto& [m, which] : plain_)
+    m.set_data_handle(which > 0 ? a.in[which - 1]->raw() : a.out[-which - 1]->raw());
   for (auto& e : before_) e.run();
   main_.run();
   for (auto& e : after_) e.run();

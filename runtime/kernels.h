@@ -68,7 +68,7 @@ struct Broadcast {
 
 // oneDNN glue.
 dnnl::engine& cpu_engine();
-dnnl::stream& cpu_stream();  // one per thread
+dnnl::stream& cpu_stream();                     // one per thread
 dnnl::memory::desc md(const Dims& d, DType t);  // dense row-major
 dnnl::memory::desc md_strided(const Dims& d, const Dims& strides, DType t);
 dnnl::memory::data_type dnnl_type(DType t);
@@ -95,10 +95,10 @@ class OnednnKernel : public Kernel {
 class LayoutKernel : public Kernel {
  public:
   struct Arg {
-    int id;                       // DNNL_ARG_*
-    dnnl::memory::desc plain;     // weft's tensor
-    dnnl::memory::desc wanted;    // what the primitive takes
-    int bind;                     // +1+i input i, -1-i output i
+    int id;                     // DNNL_ARG_*
+    dnnl::memory::desc plain;   // weft's tensor
+    dnnl::memory::desc wanted;  // what the primitive takes
+    int bind;                   // +1+i input i, -1-i output i
   };
   LayoutKernel(dnnl::primitive p, const std::vector<Arg>& args);
   void run(const KernelArgs& a) override;

@@ -46,8 +46,9 @@ class Loader {
   Loader(Model& m, const json& root) : m_(m), root_(root), b_(m.graph) {}
 
   void run() {
-    check_keys(root_, "", {"weft", "name", "doc", "requires", "data", "inputs", "params", "nets",
-                           "nodes", "train", "outputs"});
+    check_keys(root_, "",
+               {"weft", "name", "doc", "requires", "data", "inputs", "params", "nets", "nodes",
+                "train", "outputs"});
     if (!root_.contains("weft")) fail("", "missing \"weft\": 1 (the format version)");
     if (root_["weft"] != 1) fail("/weft", "expected format version 1, got " + brief(root_["weft"]));
     m_.name = root_.value("name", "");
@@ -57,9 +58,10 @@ class Loader {
       for (size_t i = 0; i < r.size(); ++i) {
         if (!r[i].is_string()) fail(ptr("/requires", i), "expected a plugin name");
         if (!find_plugin(r[i]))
-          fail(ptr("/requires", i),
-               fmt::format("the graph requires plugin '{}', which is not loaded: pass --plugin PATH to its library "
-                           "(or list the library in WEFT_PLUGIN_PATH)", r[i].get<std::string>()));
+          fail(ptr("/requires", i), fmt::format("the graph requires plugin '{}', which is not "
+                                                "loaded: pass --plugin PATH to its library "
+                                                "(or list the library in WEFT_PLUGIN_PATH)",
+                                                r[i].get<std::string>()));
       }
     }
     load_data();
@@ -85,7 +87,7 @@ class Loader {
     std::map<std::string, ValueId> params;  // full name -> node
   };
   std::map<std::string, NetDef> nets_;
-  std::map<std::string, Val> globals_;            // node ids, inputs, params, "call.layer"
+  std::map<std::string, Val> globals_;             // node ids, inputs, params, "call.layer"
   std::map<std::string, std::string> first_call_;  // net -> first call id
 
   [[noreturn]] void fail(const std::string& where, const std::string& what) {
@@ -96,7 +98,8 @@ class Loader {
     if (!obj.is_object()) fail(where, "expected an object, got " + brief(obj));
     for (auto& [k, v] : obj.items())
       if (!allowed.count(k))
-        fail(ptr(where, k), fmt::format("unknown key \"{}\" (expected one of: {})", k, fmt::join(allowed, ", ")));
+        fail(ptr(where, k),
+             fmt::format("unknown key \"{}\" (expected one of: {})", k, fmt::join(allowed, ", ")));
   }
 
   double number(const json& obj, const std::string& key, const std::string& where, double dflt) {
@@ -105,7 +108,8 @@ class Loader {
     return obj[key].get<double>();
   }
 
-  int64_t positive(const json& obj, const std::string& key, const std::string& where, int64_t dflt) {
+  int64_t positive(const json& obj, const std::string& key, const std::string& where,
+                   int64_t dflt) {
     if (!obj.contains(key)) return dflt;
     const json& v = obj[key];
     if (!v.is_number_integer() || v.get<int64_t>() <= 0)
@@ -114,7 +118,8 @@ class Loader {
   }
 
   Shape shape_at(const json& v, const std::string& where) {
-    if (!v.is_array()) fail(where, "expected a shape (a list of positive integers and \"B\"), got " + brief(v));
+    if (!v.is_array())
+      fail(where, "expected a shape (a list of positive integers and \"B\"), got " + brief(v));
     Shape s;
     for (size_t i = 0; i < v.size(); ++i) {
       if (v[i] == "B")
@@ -133,7 +138,8 @@ class Loader {
     check_keys(d, "/data", {"dataset", "split", "range"});
     m_.data.dataset = d.value("dataset", "fashion-mnist");
     if (m_.data.dataset != "fashion-mnist")
-      fail("/data/dataset", "expected \"fashion-mnist\" (the dataset weft reads), got " + brief(d["dataset"]));
+      fail("/data/dataset",
+           "expected \"fashion-mnist\" (the dataset weft reads), got " + brief(d["dataset"]));
     m_.data.split = d.value("split", "train");
     if (m_.data.split != "train" && m_.data.split != "test")
       fail("/data/split", "expected \"train\" or \"test\", got " + brief(d["split"]));
@@ -154,7 +160,10 @@ class Loader {
       std::string w = ptr("/inputs", name);
       check_keys(spec, w, {"shape", "from", "doc"});
       if (!spec.contains("shape")) fail(w, "missing \"shape\"");
-      if (!spec.contains("from")) fail(w, "missing \"from\" (\"data.images\", \"data.labels\", \"data.onehot\", {\"normal\": ...} or {\"uniform\": ...})");
+      if (!spec.contains("from"))
+        fail(w,
+             "missing \"from\" (\"data.images\", \"data.labels\", \"data.onehot\", {\"normal\": "
+             "...} or {\"uniform\": ...})");
       ModelInput in;
       in.name = name;
       in.shape = shape_at(spec["shape"], ptr(w, "shape"));
@@ -169,14 +178,22 @@ class Loader {
         m_.uses_data = true;
         if (in.source == "data.images") {
           if (per != Dim(784))
-            fail(ptr(w, "shape"), fmt::format("data.images has 784 values per example (1x28x28), the shape {} has {}",
-                                              shape_str(in.shape), per.str()));
+            fail(
+                ptr(w, "shape"),
+                fmt::format("data.images has 784 values per example (1x28x28), the shape {} has {}",
+                            shape_str(in.shape), per.str()));
         } else if (in.source == "data.labels") {
-          if (per != Dim(1)) fail(ptr(w, "shape"), "data.labels has one value per example: use [\"B\"] or [\"B\", 1]");
+          if (per != Dim(1))
+            fail(ptr(w, "shape"),
+                 "data.labels has one value per example: use [\"B\"] or [\"B\", 1]");
         } else if (in.source == "data.onehot") {
-          if (per != Dim(10)) fail(ptr(w, "shape"), "data.onehot has 10 values per example: use [\"B\", 10]");
+          if (per != Dim(10))
+            fail(ptr(w, "shape"), "data.onehot has 10 values per example: use [\"B\", 10]");
         } else {
-          fail(fw, "expected \"data.images\", \"data.labels\", \"data.onehot\", {\"normal\": {...}} or {\"uniform\": {...}}, got " + brief(from));
+          fail(fw,
+               "expected \"data.images\", \"data.labels\", \"data.onehot\", {\"normal\": {...}} or "
+               "{\"uniform\": {...}}, got " +
+                   brief(from));
         }
       } else if (from.is_object() && from.size() == 1 && from.contains("normal")) {
         check_keys(from["normal"], ptr(fw, "normal"), {"mean", "std"});
@@ -191,7 +208,10 @@ class Loader {
         in.b = number(from["uniform"], "high", ptr(fw, "uniform"), 1);
         if (in.a >= in.b) fail(fw, "expected low < high");
       } else {
-        fail(fw, "expected \"data.images\", \"data.labels\", \"data.onehot\", {\"normal\": {...}} or {\"uniform\": {...}}, got " + brief(from));
+        fail(fw,
+             "expected \"data.images\", \"data.labels\", \"data.onehot\", {\"normal\": {...}} or "
+             "{\"uniform\": {...}}, got " +
+                 brief(from));
       }
       b_.where = w;
       in.id = b_.input(name, in.shape).id;
@@ -260,7 +280,8 @@ class Loader {
       const char* key = has_layers ? "layers" : "nodes";
       net.layers = &spec[key];
       net.layers_where = ptr(w, key);
-      if (!net.layers->is_array() || net.layers->empty()) fail(net.layers_where, "expected a non-empty list");
+      if (!net.layers->is_array() || net.layers->empty())
+        fail(net.layers_where, "expected a non-empty list");
       if (spec.contains("out")) {
         if (!spec["out"].is_string()) fail(ptr(w, "out"), "expected the id of a layer");
         net.out = spec["out"];
@@ -324,7 +345,8 @@ class Loader {
       const json& list = node["in"];
       std::string iw = ptr(where, "in");
       if (list.is_array()) {
-        for (size_t i = 0; i < list.size(); ++i) in.push_back(resolve(list[i], scope, ptr(iw, i), prev));
+        for (size_t i = 0; i < list.size(); ++i)
+          in.push_back(resolve(list[i], scope, ptr(iw, i), prev));
       } else {
         in.push_back(resolve(list, scope, iw, prev));
       }
@@ -361,7 +383,8 @@ class Loader {
       json full = def->complete_attrs(attrs);
       if (def->param_rule && in.size() == 1) {
         std::vector<Shape> shapes{in[0].shape()};
-        std::string prefix = scope && scope->net ? scope->net->name + "." + local : (id.empty() ? op : id);
+        std::string prefix =
+            scope && scope->net ? scope->net->name + "." + local : (id.empty() ? op : id);
         for (const ParamSpec& p : def->param_rule(shapes, full)) {
           std::string name = prefix + "." + p.name;
           try {
@@ -374,7 +397,8 @@ class Loader {
             v = b_.val(scope->net->params[name]);
           } else {
             if (globals_.count(name)) fail(where, "parameter '" + name + "' is defined twice");
-            v = make_param(name, scope && scope->net ? scope->net->name : "", p.shape, p.init, p.fan_in, p.fan_out, where);
+            v = make_param(name, scope && scope->net ? scope->net->name : "", p.shape, p.init,
+                           p.fan_in, p.fan_out, where);
             m_.params.back().trainable = p.trainable;
             if (scope && scope->net) scope->net->params[name] = v.id;
           }
@@ -420,7 +444,8 @@ class Loader {
     for (size_t i = 0; i < net.layers->size(); ++i) {
       const json& layer = (*net.layers)[i];
       std::string lw = ptr(net.layers_where, i);
-      if (layer.is_object() && layer.contains("call")) fail(ptr(lw, "call"), "nets cannot call nets");
+      if (layer.is_object() && layer.contains("call"))
+        fail(ptr(lw, "call"), "nets cannot call nets");
       last = build(layer, &s, lw, prev);
       prev = last;
     }
@@ -441,10 +466,12 @@ class Loader {
     if (!nodes.is_array()) fail("/nodes", "expected a list of nodes");
     std::map<std::string, size_t> index;
     for (size_t i = 0; i < nodes.size(); ++i) {
-      if (!nodes[i].is_object()) fail(ptr("/nodes", i), "expected a node object, got " + brief(nodes[i]));
+      if (!nodes[i].is_object())
+        fail(ptr("/nodes", i), "expected a node object, got " + brief(nodes[i]));
       if (nodes[i].contains("id") && nodes[i]["id"].is_string()) {
         std::string id = nodes[i]["id"];
-        if (index.count(id) || globals_.count(id)) fail(ptr(ptr("/nodes", i), "id"), "id '" + id + "' is used twice");
+        if (index.count(id) || globals_.count(id))
+          fail(ptr(ptr("/nodes", i), "id"), "id '" + id + "' is used twice");
         index[id] = i;
       }
     }
@@ -480,7 +507,8 @@ class Loader {
         auto at = std::find(path.begin(), path.end(), i);
         std::vector<std::string> names;
         auto label = [&](size_t k) {
-          return nodes[k].contains("id") ? nodes[k]["id"].get<std::string>() : fmt::format("#{}", k);
+          return nodes[k].contains("id") ? nodes[k]["id"].get<std::string>()
+                                         : fmt::format("#{}", k);
         };
         for (auto p = at; p != path.end(); ++p) names.push_back(label(*p));
         names.push_back(label(i));
@@ -516,12 +544,15 @@ class Loader {
   void load_train() {
     if (!root_.contains("train")) return;
     const json& t = root_["train"];
-    check_keys(t, "/train", {"batch", "steps", "seed", "phases", "log", "log_every", "sample_every", "checkpoint_every"});
+    check_keys(t, "/train",
+               {"batch", "steps", "seed", "phases", "log", "log_every", "sample_every",
+                "checkpoint_every"});
     TrainSpec& ts = m_.train;
     ts.batch = positive(t, "batch", "/train", ts.batch);
     ts.steps = positive(t, "steps", "/train", ts.steps);
     if (t.contains("seed")) {
-      if (!t["seed"].is_number_unsigned()) fail("/train/seed", "expected a non-negative integer, got " + brief(t["seed"]));
+      if (!t["seed"].is_number_unsigned())
+        fail("/train/seed", "expected a non-negative integer, got " + brief(t["seed"]));
       ts.seed = t["seed"];
     }
     ts.log_every = positive(t, "log_every", "/train", ts.log_every);
@@ -536,12 +567,14 @@ class Loader {
       check_keys(p, w, {"minimize", "params", "optimizer", "repeat", "doc"});
       PhaseSpec ph;
       ph.where = w;
-      if (!p.contains("minimize") || !p["minimize"].is_string()) fail(w, "missing \"minimize\": the id of a scalar loss");
+      if (!p.contains("minimize") || !p["minimize"].is_string())
+        fail(w, "missing \"minimize\": the id of a scalar loss");
       ph.loss_name = p["minimize"];
       ph.loss = lookup(ph.loss_name, nullptr, ptr(w, "minimize")).id;
       const Shape& ls = m_.graph.shape(ph.loss);
       if (!ls.empty())
-        fail(ptr(w, "minimize"), fmt::format("a phase minimizes a scalar, but '{}' has shape {}", ph.loss_name, shape_str(ls)));
+        fail(ptr(w, "minimize"), fmt::format("a phase minimizes a scalar, but '{}' has shape {}",
+                                             ph.loss_name, shape_str(ls)));
       if (!p.contains("params") || !p["params"].is_array() || p["params"].empty())
         fail(ptr(w, "params"), "expected a list of nets or parameter names");
       for (size_t k = 0; k < p["params"].size(); ++k) {
@@ -550,7 +583,8 @@ class Loader {
         if (!r.is_string()) fail(rw, "expected a net or parameter name");
         std::string s = r;
         if (nets_.count(s)) {
-          if (!m_.net_params.count(s)) fail(rw, "net " + s + " has no parameters (or is never called)");
+          if (!m_.net_params.count(s))
+            fail(rw, "net " + s + " has no parameters (or is never called)");
           for (auto& n : m_.net_params[s])
             if (m_.param(n)->trainable) ph.params.push_back(n);
         } else if (const ModelParam* mp = m_.param(s)) {
@@ -577,7 +611,8 @@ class Loader {
         if (!l[i].is_string()) fail(w, "expected an id");
         ValueId v = lookup(l[i], nullptr, w).id;
         if (!m_.graph.shape(v).empty())
-          fail(w, fmt::format("only scalars are logged, but '{}' has shape {}", l[i].get<std::string>(), shape_str(m_.graph.shape(v))));
+          fail(w, fmt::format("only scalars are logged, but '{}' has shape {}",
+                              l[i].get<std::string>(), shape_str(m_.graph.shape(v))));
         ts.log.push_back({l[i], v});
       }
     }
@@ -606,8 +641,9 @@ Model parse_model(const std::string& text, const std::string& file) {
   } catch (const json::parse_error& e) {
     std::string what = e.what();
     auto p = what.find("syntax error");
-    throw Error(file, "", fmt::format("invalid JSON at {}: {}", line_col(text, e.byte ? e.byte - 1 : 0),
-                                      p == std::string::npos ? what : what.substr(p)));
+    throw Error(file, "",
+                fmt::format("invalid JSON at {}: {}", line_col(text, e.byte ? e.byte - 1 : 0),
+                            p == std::string::npos ? what : what.substr(p)));
   }
   Model m;
   m.file = file;

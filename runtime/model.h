@@ -20,7 +20,7 @@ struct DataSpec {
 struct ModelInput {
   std::string name;
   Shape shape;
-  std::string source;  // "data.images", "data.labels", "data.onehot", "normal", "uniform"
+  std::string source;   // "data.images", "data.labels", "data.onehot", "normal", "uniform"
   double a = 0, b = 1;  // normal: mean, std; uniform: low, high
   ValueId id;
 };
@@ -38,7 +38,7 @@ struct PhaseSpec {
   std::string loss_name;
   ValueId loss;
   std::vector<std::string> params;  // names of the parameters it updates
-  json optimizer;                    // checked {"adam": {...}} and the like
+  json optimizer;                   // checked {"adam": {...}} and the like
   int repeat = 1;
   std::string where;
 };

@@ -1,24 +1,37 @@
 #include "runtime/op.h"
 
-#include <algorithm>
 #include <fmt/format.h>
+
+#include <algorithm>
 
 namespace weft {
 
 const char* attr_type_name(AttrType t) {
   switch (t) {
-    case AttrType::Int: return "integer";
-    case AttrType::PosInt: return "positive integer";
-    case AttrType::NonNegInt: return "non-negative integer";
-    case AttrType::Float: return "number";
-    case AttrType::Bool: return "boolean";
-    case AttrType::String: return "string";
-    case AttrType::Choice: return "choice";
-    case AttrType::Ints: return "list of integers";
-    case AttrType::ShapeSpec: return "shape";
-    case AttrType::Initializer: return "initializer";
-    case AttrType::Pair: return "integer or [height, width]";
-    case AttrType::Any: return "any";
+    case AttrType::Int:
+      return "integer";
+    case AttrType::PosInt:
+      return "positive integer";
+    case AttrType::NonNegInt:
+      return "non-negative integer";
+    case AttrType::Float:
+      return "number";
+    case AttrType::Bool:
+      return "boolean";
+    case AttrType::String:
+      return "string";
+    case AttrType::Choice:
+      return "choice";
+    case AttrType::Ints:
+      return "list of integers";
+    case AttrType::ShapeSpec:
+      return "shape";
+    case AttrType::Initializer:
+      return "initializer";
+    case AttrType::Pair:
+      return "integer or [height, width]";
+    case AttrType::Any:
+      return "any";
   }
   return "?";
 }
@@ -44,8 +57,14 @@ OpDef::OpDef(const OpDef& o)
       is_source(o.is_source),
       mutated_inputs(o.mutated_inputs) {}
 
-OpDef& OpDef::doc(std::string t) { docs = std::move(t); return *this; }
-OpDef& OpDef::input(std::string n) { inputs.push_back({std::move(n)}); return *this; }
+OpDef& OpDef::doc(std::string t) {
+  docs = std::move(t);
+  return *this;
+}
+OpDef& OpDef::input(std::string n) {
+  inputs.push_back({std::move(n)});
+  return *this;
+}
 OpDef& OpDef::optional_input(std::string n) {
   inputs.push_back({std::move(n), true, false});
   return *this;
@@ -54,7 +73,10 @@ OpDef& OpDef::variadic_input(std::string n) {
   inputs.push_back({std::move(n), false, true});
   return *this;
 }
-OpDef& OpDef::output(std::string n) { outputs.push_back(std::move(n)); return *this; }
+OpDef& OpDef::output(std::string n) {
+  outputs.push_back(std::move(n));
+  return *this;
+}
 OpDef& OpDef::attr(std::string n, AttrType t, json d, std::string doc_text) {
   attrs.push_back({std::move(n), t, std::move(d), false, std::move(doc_text), {}});
   return *this;
@@ -68,27 +90,61 @@ OpDef& OpDef::choice(std::string n, std::vector<std::string> c, std::string d,
   attrs.push_back({std::move(n), AttrType::Choice, d, false, std::move(doc_text), std::move(c)});
   return *this;
 }
-OpDef& OpDef::shape(ShapeRule r) { shape_rule = std::move(r); return *this; }
+OpDef& OpDef::shape(ShapeRule r) {
+  shape_rule = std::move(r);
+  return *this;
+}
 OpDef& OpDef::kernel(int dev, DType dt, std::string n, KernelMaker m, int prio) {
   kernel_list.push_back({dev, dt, std::move(n), std::move(m), prio});
-  std::stable_sort(kernel_list.begin(), kernel_list.end(),
-                   [](const KernelEntry& a, const KernelEntry& b) { return a.priority > b.priority; });
+  std::stable_sort(
+      kernel_list.begin(), kernel_list.end(),
+      [](const KernelEntry& a, const KernelEntry& b) { return a.priority > b.priority; });
   return *this;
 }
 OpDef& OpDef::kernels(const std::vector<KernelEntry>& entries) {
   for (auto& e : entries) kernel(e.device_kind, e.dtype, e.name, e.make, e.priority);
   return *this;
 }
-OpDef& OpDef::grad(GradRule r) { grad_rule = std::move(r); return *this; }
-OpDef& OpDef::expand(Expansion e) { expansion = std::move(e); return *this; }
-OpDef& OpDef::params(ParamRule r) { param_rule = std::move(r); return *this; }
-OpDef& OpDef::flops(FlopsRule r) { flops_rule = std::move(r); return *this; }
-OpDef& OpDef::test(OpTest t) { test_spec = std::make_unique<OpTest>(std::move(t)); return *this; }
-OpDef& OpDef::alias() { is_alias = true; return *this; }
-OpDef& OpDef::mutates(std::vector<int> which) { mutated_inputs = std::move(which); return *this; }
-OpDef& OpDef::internal(std::string why) { internal_why = std::move(why); return *this; }
-OpDef& OpDef::source() { is_source = true; return *this; }
-OpDef& OpDef::origin(std::string w) { origin_name = std::move(w); return *this; }
+OpDef& OpDef::grad(GradRule r) {
+  grad_rule = std::move(r);
+  return *this;
+}
+OpDef& OpDef::expand(Expansion e) {
+  expansion = std::move(e);
+  return *this;
+}
+OpDef& OpDef::params(ParamRule r) {
+  param_rule = std::move(r);
+  return *this;
+}
+OpDef& OpDef::flops(FlopsRule r) {
+  flops_rule = std::move(r);
+  return *this;
+}
+OpDef& OpDef::test(OpTest t) {
+  test_spec = std::make_unique<OpTest>(std::move(t));
+  return *this;
+}
+OpDef& OpDef::alias() {
+  is_alias = true;
+  return *this;
+}
+OpDef& OpDef::mutates(std::vector<int> which) {
+  mutated_inputs = std::move(which);
+  return *this;
+}
+OpDef& OpDef::internal(std::string why) {
+  internal_why = std::move(why);
+  return *this;
+}
+OpDef& OpDef::source() {
+  is_source = true;
+  return *this;
+}
+OpDef& OpDef::origin(std::string w) {
+  origin_name = std::move(w);
+  return *this;
+}
 
 static std::string got(const json& v) {
   std::string s = v.dump();
@@ -152,19 +208,22 @@ json OpDef::complete_attrs(const json& given) const {
   json out = json::object();
   if (!given.is_null() && !given.is_object()) throw AttrError("", "attributes must be an object");
   for (auto& [k, v] : given.items()) {
-    auto it = std::find_if(attrs.begin(), attrs.end(), [&](const AttrSpec& a) { return a.name == k; });
+    auto it =
+        std::find_if(attrs.begin(), attrs.end(), [&](const AttrSpec& a) { return a.name == k; });
     if (it == attrs.end()) {
       std::vector<std::string> known;
       for (auto& a : attrs) known.push_back(a.name);
-      throw AttrError(k, fmt::format("unknown attribute '{}' of op {} (it takes: {})", k, name,
-                                     known.empty() ? "none" : fmt::format("{}", fmt::join(known, ", "))));
+      throw AttrError(
+          k, fmt::format("unknown attribute '{}' of op {} (it takes: {})", k, name,
+                         known.empty() ? "none" : fmt::format("{}", fmt::join(known, ", "))));
     }
     if (!v.is_null()) check_value(*it, v);
     out[k] = v;
   }
   for (auto& a : attrs) {
     if (out.contains(a.name)) continue;
-    if (a.required) throw AttrError(a.name, fmt::format("op {} needs attribute '{}' ({})", name, a.name, a.doc));
+    if (a.required)
+      throw AttrError(a.name, fmt::format("op {} needs attribute '{}' ({})", name, a.name, a.doc));
     out[a.name] = a.default_value;
   }
   return out;
@@ -180,8 +239,10 @@ void OpDef::check_arity(size_t n) const {
   }
   if (n < required_n || (!variadic && n > max_n)) {
     std::vector<std::string> names;
-    for (auto& i : inputs) names.push_back(i.name + (i.optional ? "?" : "") + (i.variadic ? "..." : ""));
-    throw ShapeError(fmt::format("op {} takes inputs ({}), got {}", name, fmt::join(names, ", "), n));
+    for (auto& i : inputs)
+      names.push_back(i.name + (i.optional ? "?" : "") + (i.variadic ? "..." : ""));
+    throw ShapeError(
+        fmt::format("op {} takes inputs ({}), got {}", name, fmt::join(names, ", "), n));
   }
 }
 
@@ -194,7 +255,8 @@ void Registry::add(const OpDef& def) {
   if (ops_.count(def.name))
     throw Error(fmt::format("op '{}' is defined twice ({} and {})", def.name,
                             ops_[def.name]->origin_name, def.origin_name));
-  WEFT_ASSERT(def.is_source || def.expansion || def.shape_rule, "op " + def.name + " has no shape rule");
+  WEFT_ASSERT(def.is_source || def.expansion || def.shape_rule,
+              "op " + def.name + " has no shape rule");
   ops_[def.name] = std::make_unique<OpDef>(def);
 }
 
@@ -219,7 +281,8 @@ OpRegistrar::OpRegistrar(const OpDef& def) { Registry::get().add(def); }
 
 std::string op_signature(const OpDef& d) {
   std::vector<std::string> in;
-  for (auto& i : d.inputs) in.push_back(i.name + (i.optional ? "?" : "") + (i.variadic ? "..." : ""));
+  for (auto& i : d.inputs)
+    in.push_back(i.name + (i.optional ? "?" : "") + (i.variadic ? "..." : ""));
   return fmt::format("{}({}) -> {}", d.name, fmt::join(in, ", "), fmt::join(d.outputs, ", "));
 }
 

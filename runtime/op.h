@@ -23,10 +23,10 @@ class GradContext;
 struct Val;
 
 enum class AttrType {
-  Int,          // any integer
-  PosInt,       // integer > 0
-  NonNegInt,    // integer >= 0
-  Float,        // any number
+  Int,        // any integer
+  PosInt,     // integer > 0
+  NonNegInt,  // integer >= 0
+  Float,      // any number
   Bool,
   String,
   Choice,       // one of a list of strings
@@ -122,10 +122,10 @@ struct OpTest {
   std::vector<std::vector<Dims>> cases;
   json attrs = json::object();
   double low = -2, high = 2;
-  double avoid = 0;                                // keep |x| >= avoid (kinks)
+  double avoid = 0;                               // keep |x| >= avoid (kinks)
   std::vector<std::pair<double, double>> ranges;  // per input, overrides low/high
-  int order = 1;                                   // 2: also checked at second order
-  std::vector<int> no_grad_inputs;                 // inputs not differentiated (index inputs)
+  int order = 1;                                  // 2: also checked at second order
+  std::vector<int> no_grad_inputs;                // inputs not differentiated (index inputs)
   std::vector<std::pair<std::vector<Dims>, json>> extra;  // more cases, each with its attributes
 };
 
@@ -143,8 +143,7 @@ class OpDef {
   OpDef& choice(std::string name, std::vector<std::string> choices, std::string default_value,
                 std::string doc);
   OpDef& shape(ShapeRule rule);
-  OpDef& kernel(int device_kind, DType dtype, std::string name, KernelMaker make,
-                int priority = 0);
+  OpDef& kernel(int device_kind, DType dtype, std::string name, KernelMaker make, int priority = 0);
   OpDef& kernels(const std::vector<KernelEntry>& entries);
   OpDef& grad(GradRule rule);
   OpDef& expand(Expansion e);
@@ -187,7 +186,7 @@ class OpDef {
 class Registry {
  public:
   static Registry& get();
-  void add(const OpDef& def);  // throws Error on a duplicate name
+  void add(const OpDef& def);                                    // throws Error on a duplicate name
   void add_kernel(const std::string& op, const KernelEntry& k);  // the op must exist
   const OpDef* find(const std::string& name) const;
   std::vector<const OpDef*> all() const;  // sorted by name

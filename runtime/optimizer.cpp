@@ -11,8 +11,10 @@ namespace {
 
 const std::map<std::string, json> kDefaults = {
     {"sgd", {{"lr", 0.01}, {"momentum", 0.0}, {"weight_decay", 0.0}, {"nesterov", false}}},
-    {"adam", {{"lr", 1e-3}, {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}}},
-    {"rmsprop", {{"lr", 1e-2}, {"alpha", 0.99}, {"eps", 1e-8}, {"momentum", 0.0}, {"weight_decay", 0.0}}},
+    {"adam",
+     {{"lr", 1e-3}, {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}}},
+    {"rmsprop",
+     {{"lr", 1e-2}, {"alpha", 0.99}, {"eps", 1e-8}, {"momentum", 0.0}, {"weight_decay", 0.0}}},
 };
 
 // Runs f(begin, end) over [0, n) in parallel chunks, on the OpenMP team oneDNN uses: its
@@ -120,7 +122,11 @@ class Adam : public Optimizer {
 class RmsProp : public Optimizer {
  public:
   RmsProp(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : lr_(c["lr"]), alpha_(c["alpha"]), eps_(c["eps"]), mom_(c["momentum"]), wd_(c["weight_decay"]) {
+      : lr_(c["lr"]),
+        alpha_(c["alpha"]),
+        eps_(c["eps"]),
+        mom_(c["momentum"]),
+        wd_(c["weight_decay"]) {
     for (size_t i = 0; i < params.size(); ++i) {
       state_.push_back({names[i] + ".square_avg", Tensor(params[i].dtype(), params[i].shape())});
       state_.push_back({names[i] + ".momentum", Tensor(params[i].dtype(), params[i].shape())});
@@ -162,7 +168,9 @@ class RmsProp : public Optimizer {
 
 json check_optimizer(const json& spec) {
   if (!spec.is_object() || spec.size() != 1 || !kDefaults.count(spec.begin().key()))
-    throw AttrError("", "expected one of {\"adam\": {...}}, {\"sgd\": {...}}, {\"rmsprop\": {...}}, got " + spec.dump());
+    throw AttrError(
+        "", "expected one of {\"adam\": {...}}, {\"sgd\": {...}}, {\"rmsprop\": {...}}, got " +
+                spec.dump());
   std::string kind = spec.begin().key();
   const json& given = spec.begin().value();
   if (!given.is_object()) throw AttrError(kind, "expected an object of settings");
@@ -171,10 +179,13 @@ json check_optimizer(const json& spec) {
     if (!out.contains(k)) {
       std::vector<std::string> known;
       for (auto& [kk, vv] : out.items()) known.push_back(kk);
-      throw AttrError(kind + "/" + k, fmt::format("unknown setting \"{}\" of {} (it takes: {})", k, kind, fmt::join(known, ", ")));
+      throw AttrError(kind + "/" + k, fmt::format("unknown setting \"{}\" of {} (it takes: {})", k,
+                                                  kind, fmt::join(known, ", ")));
     }
     if (out[k].is_boolean() ? !v.is_boolean() : !v.is_number())
-      throw AttrError(kind + "/" + k, fmt::format("expected {}, got {}", out[k].is_boolean() ? "true or false" : "a number", v.dump()));
+      throw AttrError(kind + "/" + k,
+                      fmt::format("expected {}, got {}",
+                                  out[k].is_boolean() ? "true or false" : "a number", v.dump()));
     out[k] = v;
   }
   if (!(out["lr"].get<double>() > 0)) throw AttrError(kind + "/lr", "expected lr > 0");

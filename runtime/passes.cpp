@@ -63,7 +63,8 @@ int skip_broadcasts(std::vector<PlanNode>& nodes) {
     if (!elementwise.count(n.def->name)) continue;
     for (size_t k = 0; k < n.in.size(); ++k) {
       auto it = by_id.find(n.in[k].node);
-      if (it == by_id.end() || it->second->def->name != "broadcast_like" || it->second->attrs.at("mean").get<bool>())
+      if (it == by_id.end() || it->second->def->name != "broadcast_like" ||
+          it->second->attrs.at("mean").get<bool>())
         continue;
       const PlanNode& bc = *it->second;
       const Shape& src = shape_of(by_id, bc.in[0]);

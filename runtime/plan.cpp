@@ -101,13 +101,15 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
         std::string name = n.attrs.at("name");
         auto it = opt.bindings.find(name);
         if (it == opt.bindings.end())
-          throw Error("", n.where, fmt::format("{} '{}' has no value bound to it", n.def->name, name));
+          throw Error("", n.where,
+                      fmt::format("{} '{}' has no value bound to it", n.def->name, name));
         const Tensor& t = it->second;
         if (t.dtype() != opt.dtype || numel(t.shape()) != numel(d))
-          throw Error("", n.where,
-                      fmt::format("{} '{}' is bound to a {} tensor of shape {}, the plan needs {} {}",
-                                  n.def->name, name, dtype_name(t.dtype()), dims_str(t.shape()),
-                                  dtype_name(opt.dtype), dims_str(d)));
+          throw Error(
+              "", n.where,
+              fmt::format("{} '{}' is bound to a {} tensor of shape {}, the plan needs {} {}",
+                          n.def->name, name, dtype_name(t.dtype()), dims_str(t.shape()),
+                          dtype_name(opt.dtype), dims_str(d)));
         lb.external = t.view(d);
       }
       logical.push_back(lb);

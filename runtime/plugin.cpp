@@ -39,7 +39,8 @@ void host_log(const char* plugin, const char* message) {
   fmt::print(stderr, "[{}] {}\n", plugin ? plugin : "plugin", message ? message : "");
 }
 void host_report(const weft_call* call, const char* message) {
-  if (call && call->host_data) *static_cast<std::string*>(call->host_data) = message ? message : "(no message)";
+  if (call && call->host_data)
+    *static_cast<std::string*>(call->host_data) = message ? message : "(no message)";
 }
 const weft_host kHost = {WEFT_PLUGIN_ABI_VERSION, host_alloc, host_free, host_log, host_report};
 
@@ -56,9 +57,11 @@ class PluginKernel : public Kernel {
     for (size_t i = 0; i < in_.size(); ++i) in_[i].data = a.in[i]->raw();
     for (size_t i = 0; i < out_.size(); ++i) out_[i].data = a.out[i]->raw();
     std::string message;
-    weft_call call{&kHost, &message, attrs_.c_str(), a.ctx->seed, a.ctx->step, a.node_key, a.ctx->training ? 1 : 0};
+    weft_call call{&kHost,      &message,   attrs_.c_str(),         a.ctx->seed,
+                   a.ctx->step, a.node_key, a.ctx->training ? 1 : 0};
     if (fn_(&call, in_.data(), int32_t(in_.size()), out_.data(), int32_t(out_.size())) != 0)
-      throw Error(fmt::format("node '{}': {} failed: {}", node_, label_, message.empty() ? "(no message)" : message));
+      throw Error(fmt::format("node '{}': {} failed: {}", node_, label_,
+                              message.empty() ? "(no message)" : message));
   }
 
  private:
@@ -92,7 +95,9 @@ std::vector<std::string> split_names(const char* s) {
 bool good_name(const std::string& n) {
   if (n.empty() || !(std::islower(static_cast<unsigned char>(n[0])))) return false;
   for (char c : n)
-    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_')) return false;
+    if (!(std::islower(static_cast<unsigned char>(c)) ||
+          std::isdigit(static_cast<unsigned char>(c)) || c == '_'))
+      return false;
   return true;
 }
 
@@ -130,7 +135,8 @@ ShapeRule make_shape_rule(weft_shape_fn fn, size_t n_out) {
     for (size_t i = 0; i < n_in; ++i) {
       if (c.in[i].size() > WEFT_MAX_DIMS) throw ShapeError("more than 8 dimensions");
       in_ndim[i] = int32_t(c.in[i].size());
-      for (size_t k = 0; k < c.in[i].size(); ++k) in_shape[i][k] = c.in[i][k].batch ? -c.in[i][k].n : c.in[i][k].n;
+      for (size_t k = 0; k < c.in[i].size(); ++k)
+        in_shape[i][k] = c.in[i][k].batch ? -c.in[i][k].n : c.in[i][k].n;
     }
     char error[512] = {0};
     std::string attrs = c.attrs.dump();
@@ -143,10 +149,12 @@ ShapeRule make_shape_rule(weft_shape_fn fn, size_t n_out) {
                          reinterpret_cast<int64_t(*)[WEFT_MAX_DIMS]>(out_shape.data()),
                          error,
                          sizeof error};
-    if (fn(&call) != 0) throw ShapeError(error[0] ? error : "the plugin's shape rule refused the inputs");
+    if (fn(&call) != 0)
+      throw ShapeError(error[0] ? error : "the plugin's shape rule refused the inputs");
     std::vector<Shape> out(n_out);
     for (size_t o = 0; o < n_out; ++o) {
-      if (out_ndim[o] < 0 || out_ndim[o] > WEFT_MAX_DIMS) throw ShapeError("the plugin's shape rule gave no shape");
+      if (out_ndim[o] < 0 || out_ndim[o] > WEFT_MAX_DIMS)
+        throw ShapeError("the plugin's shape rule gave no shape");
       for (int k = 0; k < out_ndim[o]; ++k) {
         int64_t d = out_shape[o][k];
         out[o].push_back(d < 0 ? Dim::B(-d) : Dim(d));
@@ -161,17 +169,22 @@ std::vector<AttrSpec> parse_attrs(const char* text) {
   if (!text) return out;
   json list = json::parse(text);  // throws on bad JSON; the caller reports it
   if (!list.is_array()) throw std::runtime_error("attrs must be a JSON list");
-  static const std::map<std::string, AttrType> types = {
-      {"int", AttrType::Int}, {"float", AttrType::Float}, {"bool", AttrType::Bool},
-      {"string", AttrType::String}, {"ints", AttrType::Ints}};
+  static const std::map<std::string, AttrType> types = {{"int", AttrType::Int},
+                                                        {"float", AttrType::Float},
+                                                        {"bool", AttrType::Bool},
+                                                        {"string", AttrType::String},
+                                                        {"ints", AttrType::Ints}};
   for (auto& a : list) {
-    if (!a.is_object() || !a.contains("name") || !a["name"].is_string() || !a.contains("type") || !a["type"].is_string())
+    if (!a.is_object() || !a.contains("name") || !a["name"].is_string() || !a.contains("type") ||
+        !a["type"].is_string())
       throw std::runtime_error("each attribute needs a \"name\" and a \"type\"");
     auto t = types.find(a["type"]);
     if (t == types.end())
-      throw std::runtime_error(fmt::format("attribute '{}' has type {}; expected int, float, bool, string or ints",
-                                           a["name"].get<std::string>(), a["type"].dump()));
-    AttrSpec s{a["name"], t->second, a.value("default", json()), !a.contains("default"), a.value("doc", ""), {}};
+      throw std::runtime_error(
+          fmt::format("attribute '{}' has type {}; expected int, float, bool, string or ints",
+                      a["name"].get<std::string>(), a["type"].dump()));
+    AttrSpec s{a["name"],          t->second, a.value("default", json()), !a.contains("default"),
+               a.value("doc", ""), {}};
     out.push_back(s);
   }
   return out;
@@ -180,35 +193,43 @@ std::vector<AttrSpec> parse_attrs(const char* text) {
 // Checks a gradient subgraph against the op's names and the registry; returns the reason
 // it is refused, or "".
 std::string check_gradient(const json& g, const OpDef& d, const Staging& st) {
-  if (!g.is_object() || !g.contains("nodes") || !g["nodes"].is_array() || !g.contains("grads") || !g["grads"].is_object())
+  if (!g.is_object() || !g.contains("nodes") || !g["nodes"].is_array() || !g.contains("grads") ||
+      !g["grads"].is_object())
     return "a gradient is {\"nodes\": [...], \"grads\": {...}}";
   std::set<std::string> known;
   for (auto& i : d.inputs) known.insert(i.name);
   for (auto& o : d.outputs) known.insert(o), known.insert("d" + o);
   for (auto& n : g["nodes"]) {
-    if (!n.is_object() || !n.contains("id") || !n["id"].is_string() || !n.contains("op") || !n["op"].is_string())
+    if (!n.is_object() || !n.contains("id") || !n["id"].is_string() || !n.contains("op") ||
+        !n["op"].is_string())
       return "each gradient node needs an \"id\" and an \"op\"";
     std::string op = n["op"];
-    if (!st.find_op(op)) return fmt::format("the gradient of op {} names unknown op '{}'", d.name, op);
+    if (!st.find_op(op))
+      return fmt::format("the gradient of op {} names unknown op '{}'", d.name, op);
     for (auto& r : n.value("in", json::array()))
-      if (r.is_string() && r.get<std::string>().rfind('$', 0) != 0 && !known.count(r.get<std::string>()))
-        return fmt::format("the gradient of op {} uses unknown id '{}'", d.name, r.get<std::string>());
+      if (r.is_string() && r.get<std::string>().rfind('$', 0) != 0 &&
+          !known.count(r.get<std::string>()))
+        return fmt::format("the gradient of op {} uses unknown id '{}'", d.name,
+                           r.get<std::string>());
     known.insert(n["id"].get<std::string>());
   }
   for (auto& [input, id] : g["grads"].items()) {
     bool is_input = false;
     for (auto& i : d.inputs) is_input = is_input || i.name == input;
-    if (!is_input) return fmt::format("the gradient of op {} names '{}', which is not an input", d.name, input);
+    if (!is_input)
+      return fmt::format("the gradient of op {} names '{}', which is not an input", d.name, input);
     if (!id.is_string() || !known.count(id.get<std::string>()))
       return fmt::format("the gradient of op {} gives input '{}' an unknown id", d.name, input);
   }
   return "";
 }
 
-GradRule make_grad_rule(json g, std::vector<std::string> in_names, std::vector<std::string> out_names) {
+GradRule make_grad_rule(json g, std::vector<std::string> in_names,
+                        std::vector<std::string> out_names) {
   return [g, in_names, out_names](GradContext& c) {
     std::map<std::string, Val> env;
-    for (size_t i = 0; i < in_names.size() && int(i) < c.num_inputs(); ++i) env[in_names[i]] = c.input(int(i));
+    for (size_t i = 0; i < in_names.size() && int(i) < c.num_inputs(); ++i)
+      env[in_names[i]] = c.input(int(i));
     for (size_t k = 0; k < out_names.size(); ++k) {
       env[out_names[k]] = c.output(int(k));
       Val d = c.grad_output(int(k));
@@ -227,7 +248,9 @@ GradRule make_grad_rule(json g, std::vector<std::string> in_names, std::vector<s
       json attrs = json::object();
       for (auto& [k, v] : n.items()) {
         if (k == "id" || k == "op" || k == "in") continue;
-        attrs[k] = v.is_string() && !v.get<std::string>().empty() && v.get<std::string>()[0] == '$' ? c.attrs().at(v.get<std::string>().substr(1)) : v;
+        attrs[k] = v.is_string() && !v.get<std::string>().empty() && v.get<std::string>()[0] == '$'
+                       ? c.attrs().at(v.get<std::string>().substr(1))
+                       : v;
       }
       env[n["id"]] = c.op(n["op"], in, attrs);
     }
@@ -265,18 +288,21 @@ int add_op(weft_registrar* r, const weft_op_def* def) {
   OpDef d(name);
   d.doc(def->doc ? def->doc : "").origin("plugin " + st.plugin);
   for (auto& i : split_names(def->inputs)) {
-    if (!good_name(i)) return st.refuse(fmt::format("op {}: input name '{}' is not snake_case", name, i));
+    if (!good_name(i))
+      return st.refuse(fmt::format("op {}: input name '{}' is not snake_case", name, i));
     d.input(i);
   }
   for (auto& o : split_names(def->outputs)) {
-    if (!good_name(o)) return st.refuse(fmt::format("op {}: output name '{}' is not snake_case", name, o));
+    if (!good_name(o))
+      return st.refuse(fmt::format("op {}: output name '{}' is not snake_case", name, o));
     d.output(o);
   }
   if (d.outputs.empty()) return st.refuse(fmt::format("op {} has no outputs", name));
   try {
     d.attrs = parse_attrs(def->attrs);
   } catch (const std::exception& e) {
-    return st.refuse(fmt::format("op {}: its attribute schema does not validate: {}", name, e.what()));
+    return st.refuse(
+        fmt::format("op {}: its attribute schema does not validate: {}", name, e.what()));
   }
   d.shape(make_shape_rule(def->shape, d.outputs.size()));
   if (def->gradient) {
@@ -310,11 +336,15 @@ int add_kernel(weft_registrar* r, const weft_kernel_def* k) {
   bool known_device = k->device == 0;
   for (auto& d : device_list()) known_device = known_device || d.kind == k->device;
   for (auto& d : st.devices) known_device = known_device || d.kind == k->device;
-  if (!known_device) return st.refuse(fmt::format("a kernel of op {} for unknown device kind {}", k->op, k->device));
-  if (k->dtype != WEFT_F32 && k->dtype != WEFT_F64) return st.refuse(fmt::format("a kernel of op {} for an unknown dtype", k->op));
-  std::string label = fmt::format("kernel '{}' of op {} (plugin {})", k->name ? k->name : "", k->op, st.plugin);
+  if (!known_device)
+    return st.refuse(fmt::format("a kernel of op {} for unknown device kind {}", k->op, k->device));
+  if (k->dtype != WEFT_F32 && k->dtype != WEFT_F64)
+    return st.refuse(fmt::format("a kernel of op {} for an unknown dtype", k->op));
+  std::string label =
+      fmt::format("kernel '{}' of op {} (plugin {})", k->name ? k->name : "", k->op, st.plugin);
   weft_kernel_fn fn = k->run;
-  KernelEntry e{k->device, k->dtype == WEFT_F32 ? DType::f32 : DType::f64, fmt::format("{}:{}", st.plugin, k->name ? k->name : "kernel"),
+  KernelEntry e{k->device, k->dtype == WEFT_F32 ? DType::f32 : DType::f64,
+                fmt::format("{}:{}", st.plugin, k->name ? k->name : "kernel"),
                 [fn, label](const KernelInfo& info, std::string&) -> std::unique_ptr<Kernel> {
                   return std::make_unique<PluginKernel>(info, fn, label);
                 },
@@ -343,14 +373,19 @@ const LoadedPlugin& load_plugin(const std::string& path) {
     dlclose(lib);
     throw Error(path, "", why);
   };
-  auto describe = reinterpret_cast<const weft_plugin_info* (*)()>(dlsym(lib, "weft_plugin_describe"));
-  auto init = reinterpret_cast<int (*)(const weft_host*, weft_registrar*)>(dlsym(lib, "weft_plugin_init"));
-  if (!describe || !init) refuse("not a weft plugin: it does not export weft_plugin_describe and weft_plugin_init");
+  auto describe =
+      reinterpret_cast<const weft_plugin_info* (*)()>(dlsym(lib, "weft_plugin_describe"));
+  auto init =
+      reinterpret_cast<int (*)(const weft_host*, weft_registrar*)>(dlsym(lib, "weft_plugin_init"));
+  if (!describe || !init)
+    refuse("not a weft plugin: it does not export weft_plugin_describe and weft_plugin_init");
   const weft_plugin_info* info = describe();
   if (!info || !info->name) refuse("not a weft plugin: weft_plugin_describe returned no name");
   if (info->abi_version != WEFT_PLUGIN_ABI_VERSION)
-    refuse(fmt::format("plugin '{}' was built for plugin ABI {}, this weft speaks ABI {}: rebuild it against this weft's plugins/weft_plugin.h",
-                       info->name, info->abi_version, WEFT_PLUGIN_ABI_VERSION));
+    refuse(
+        fmt::format("plugin '{}' was built for plugin ABI {}, this weft speaks ABI {}: rebuild it "
+                    "against this weft's plugins/weft_plugin.h",
+                    info->name, info->abi_version, WEFT_PLUGIN_ABI_VERSION));
   if (find_plugin(info->name)) refuse(fmt::format("plugin '{}' is already loaded", info->name));
   Staging st;
   st.path = path;
@@ -358,7 +393,9 @@ const LoadedPlugin& load_plugin(const std::string& path) {
   weft_registrar reg{&st, add_op, add_kernel, add_device};
   int rc = init(&kHost, &reg);
   if (!st.error.empty()) refuse(fmt::format("plugin '{}' refused: {}", st.plugin, st.error));
-  if (rc != 0) refuse(fmt::format("plugin '{}' failed to initialise (weft_plugin_init returned {})", st.plugin, rc));
+  if (rc != 0)
+    refuse(fmt::format("plugin '{}' failed to initialise (weft_plugin_init returned {})", st.plugin,
+                       rc));
   // Commit: ops, then kernels (onto plugin ops and built-in ones alike), then devices.
   LoadedPlugin lp{info->name, info->version ? info->version : "", path, {}};
   for (auto& op : st.ops) {
@@ -407,12 +444,14 @@ Tensor device_tensor(DType dtype, Dims shape, int kind) {
   size_t bytes = size_t(numel(shape)) * dtype_size(dtype);
   void* p = d.fns.alloc(bytes);
   if (!p) throw Error(fmt::format("device {} could not allocate {} bytes", d.name, bytes));
-  return Tensor::over(std::make_shared<Storage>(p, bytes, Device{kind, 0}, d.fns.free), dtype, std::move(shape));
+  return Tensor::over(std::make_shared<Storage>(p, bytes, Device{kind, 0}, d.fns.free), dtype,
+                      std::move(shape));
 }
 
 void copy_to_device(const Tensor& host, Tensor& dev) {
   const DeviceDef& d = device_or_fail(dev.device().kind);
-  WEFT_ASSERT(host.device().kind == 0 && host.bytes() == dev.bytes() && host.dtype() == dev.dtype());
+  WEFT_ASSERT(host.device().kind == 0 && host.bytes() == dev.bytes() &&
+              host.dtype() == dev.dtype());
   if (d.fns.copy_from_host(dev.raw(), host.raw(), host.bytes()) != 0 || d.fns.sync() != 0)
     throw Error(fmt::format("device {} failed to copy from the host", d.name));
 }

@@ -30,7 +30,8 @@ Storage::Storage(size_t n, Device dev) : bytes(n), device(dev) {
   std::memset(data, 0, rounded ? rounded : 64);
 }
 
-Storage::Storage(void* d, size_t n, Device dev, void (*rel)(void*)) : data(d), bytes(n), device(dev), release(rel) {}
+Storage::Storage(void* d, size_t n, Device dev, void (*rel)(void*))
+    : data(d), bytes(n), device(dev), release(rel) {}
 
 Storage::~Storage() {
   if (release)

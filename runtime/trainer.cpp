@@ -61,7 +61,8 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
       }
     }
     ph.bound = bind_plan(targets, opt.batch);
-    for (size_t k = 0; k < ph.grads.size(); ++k) ph.grad_tensors.push_back(&ph.bound.plan->target(1 + k));
+    for (size_t k = 0; k < ph.grads.size(); ++k)
+      ph.grad_tensors.push_back(&ph.bound.plan->target(1 + k));
     ph.opt = make_optimizer(ps.optimizer, ph.param_tensors, ps.params);
     phases.push_back(std::move(ph));
   }
@@ -78,7 +79,9 @@ bool Session::reads_data(const BoundPlan& b) const {
 
 const Dataset* Session::dataset(const std::string& split) {
   auto& d = data_[split];
-  if (!d) d = std::make_unique<Dataset>(load_fashion_mnist(opt.data_dir.empty() ? default_data_dir() : opt.data_dir, split));
+  if (!d)
+    d = std::make_unique<Dataset>(
+        load_fashion_mnist(opt.data_dir.empty() ? default_data_dir() : opt.data_dir, split));
   return d.get();
 }
 
@@ -125,11 +128,13 @@ void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<in
       if (t.dtype() == DType::f32) {
         float* p = t.data<float>();
         for (int64_t i = 0; i < n; ++i)
-          p[i] = float(normal ? a + s * normal01(key, uint64_t(i)) : a + (s - a) * uniform01(key, uint64_t(i)));
+          p[i] = float(normal ? a + s * normal01(key, uint64_t(i))
+                              : a + (s - a) * uniform01(key, uint64_t(i)));
       } else {
         double* p = t.data<double>();
         for (int64_t i = 0; i < n; ++i)
-          p[i] = normal ? a + s * normal01(key, uint64_t(i)) : a + (s - a) * uniform01(key, uint64_t(i));
+          p[i] = normal ? a + s * normal01(key, uint64_t(i))
+                        : a + (s - a) * uniform01(key, uint64_t(i));
       }
     }
   }
@@ -168,7 +173,8 @@ std::vector<double> Session::train_step(StepTimes* times) {
   return losses;
 }
 
-Tensor Session::evaluate(const std::string& output, int64_t n, const std::string& split, int64_t first) {
+Tensor Session::evaluate(const std::string& output, int64_t n, const std::string& split,
+                         int64_t first) {
   auto it = model.outputs.find(output);
   if (it == model.outputs.end())
     throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
@@ -176,7 +182,9 @@ Tensor Session::evaluate(const std::string& output, int64_t n, const std::string
   std::vector<int64_t> examples;
   const Dataset* d = reads_data(b) ? dataset(split) : nullptr;
   if (d) {
-    if (first + n > d->n) throw Error(fmt::format("examples {}..{} are past the end of the {} split ({})", first, first + n, split, d->n));
+    if (first + n > d->n)
+      throw Error(fmt::format("examples {}..{} are past the end of the {} split ({})", first,
+                              first + n, split, d->n));
     for (int64_t i = 0; i < n; ++i) examples.push_back(first + i);
   }
   fill_inputs(b, stream_key(opt.seed, kSampleStream), &examples, d);
@@ -189,7 +197,8 @@ void Session::save_checkpoint(const std::string& path) const {
   NamedTensors t;
   for (auto& [name, p] : params) t.push_back({"param/" + name, p});
   for (size_t pi = 0; pi < phases.size(); ++pi)
-    for (auto& [name, s] : phases[pi].opt->state()) t.push_back({fmt::format("opt/{}/{}", pi, name), s});
+    for (auto& [name, s] : phases[pi].opt->state())
+      t.push_back({fmt::format("opt/{}/{}", pi, name), s});
   std::map<std::string, std::string> meta = {
       {"format", "weft-checkpoint-1"},
       {"graph", model.name},
@@ -206,20 +215,29 @@ void Session::load_checkpoint(const std::string& path, bool to_continue) {
   SafetensorsFile f = load_safetensors(path);
   auto meta = [&](const std::string& k) {
     auto it = f.metadata.find(k);
-    if (it == f.metadata.end()) throw Error(path, "", "not a weft checkpoint (no \"" + k + "\" in its metadata)");
+    if (it == f.metadata.end())
+      throw Error(path, "", "not a weft checkpoint (no \"" + k + "\" in its metadata)");
     return it->second;
   };
-  if (meta("format") != "weft-checkpoint-1") throw Error(path, "", "unknown checkpoint format " + meta("format"));
+  if (meta("format") != "weft-checkpoint-1")
+    throw Error(path, "", "unknown checkpoint format " + meta("format"));
   if (to_continue && std::stoll(meta("batch")) != opt.batch)
-    throw Error(path, "", fmt::format("the checkpoint was trained with batch {}, this run uses {}", meta("batch"), opt.batch));
+    throw Error(path, "",
+                fmt::format("the checkpoint was trained with batch {}, this run uses {}",
+                            meta("batch"), opt.batch));
   if (to_continue && std::stoull(meta("seed")) != opt.seed)
-    throw Error(path, "", fmt::format("the checkpoint was trained with seed {}, this run uses {}", meta("seed"), opt.seed));
+    throw Error(path, "",
+                fmt::format("the checkpoint was trained with seed {}, this run uses {}",
+                            meta("seed"), opt.seed));
   auto take = [&](const std::string& key, Tensor& dst) {
     auto it = f.tensors.find(key);
-    if (it == f.tensors.end()) throw Error(path, "", "the checkpoint has no tensor '" + key + "': was it made from another graph?");
+    if (it == f.tensors.end())
+      throw Error(path, "",
+                  "the checkpoint has no tensor '" + key + "': was it made from another graph?");
     if (it->second.shape() != dst.shape())
-      throw Error(path, "", fmt::format("tensor '{}' has shape {} in the checkpoint, the graph needs {}", key,
-                                        dims_str(it->second.shape()), dims_str(dst.shape())));
+      throw Error(path, "",
+                  fmt::format("tensor '{}' has shape {} in the checkpoint, the graph needs {}", key,
+                              dims_str(it->second.shape()), dims_str(dst.shape())));
     dst.copy_from(it->second);
   };
   for (auto& [name, p] : params) take("param/" + name, p);
@@ -241,12 +259,14 @@ bool write_samples(Session& s, int64_t n, const std::string& path) {
   return true;
 }
 
-std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_in, const TrainOptions& to) {
+std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_in,
+                                      const TrainOptions& to) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(to.out_dir, ec);
   if (ec) throw Error(to.out_dir, "", "cannot create the run folder: " + ec.message());
-  const std::string ckpt = to.out_dir + "/checkpoint.safetensors", metrics = to.out_dir + "/metrics.csv";
+  const std::string ckpt = to.out_dir + "/checkpoint.safetensors",
+                    metrics = to.out_dir + "/metrics.csv";
   SessionOptions so = so_in;
   if (to.resume && !fs::exists(ckpt)) throw Error(ckpt, "", "no checkpoint to resume from");
   auto s = std::make_unique<Session>(m, so);
@@ -254,7 +274,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
   const int64_t steps = to.steps > 0 ? to.steps : m.train.steps;
   const int64_t log_every = to.log_every > 0 ? to.log_every : m.train.log_every;
   const int64_t sample_every = to.sample_every > 0 ? to.sample_every : m.train.sample_every;
-  const int64_t ckpt_every = to.checkpoint_every > 0 ? to.checkpoint_every : m.train.checkpoint_every;
+  const int64_t ckpt_every =
+      to.checkpoint_every > 0 ? to.checkpoint_every : m.train.checkpoint_every;
 
   // Metrics: a resumed run keeps the rows up to its checkpoint.
   std::vector<std::string> names;
@@ -286,7 +307,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
     for (size_t i = 0; i < s->phases.size(); ++i)
       if (!std::isfinite(losses[i]))
         throw Error(m.file, s->phases[i].spec.where,
-                    fmt::format("loss '{}' is {} at step {}; the last checkpoint is kept", names[i], losses[i], st));
+                    fmt::format("loss '{}' is {} at step {}; the last checkpoint is kept", names[i],
+                                losses[i], st));
     ++since;
     auto now = clock::now();
     double dt = std::chrono::duration<double>(now - tlast).count();
@@ -302,7 +324,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
       double elapsed = std::chrono::duration<double>(now - t0).count();
       double eta = double(steps - st) * elapsed / double(std::max<int64_t>(1, st - start));
       std::string line = fmt::format("step {}/{}", st, steps);
-      for (size_t i = 0; i < losses.size(); ++i) line += fmt::format("  {} {:.4f}", names[i], losses[i]);
+      for (size_t i = 0; i < losses.size(); ++i)
+        line += fmt::format("  {} {:.4f}", names[i], losses[i]);
       line += fmt::format("  {:.0f} samples/s  ETA {}:{:02d}", rate, int(eta) / 60, int(eta) % 60);
       if (tty)
         fmt::print(stderr, "\r{}\x1b[K", line);
@@ -325,7 +348,9 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
     fmt::print("samples: {}/samples.png\n", to.out_dir);
   s->save_checkpoint(ckpt);
   save_loss_plot(metrics, to.out_dir + "/losses.svg");
-  if (!to.quiet) fmt::print("checkpoint: {}\nmetrics: {} (plotted in {}/losses.svg)\n", ckpt, metrics, to.out_dir);
+  if (!to.quiet)
+    fmt::print("checkpoint: {}\nmetrics: {} (plotted in {}/losses.svg)\n", ckpt, metrics,
+               to.out_dir);
   return s;
 }
 

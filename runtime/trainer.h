@@ -59,7 +59,7 @@ class Session {
     BoundPlan bound;
     std::unique_ptr<Optimizer> opt;
     std::vector<Tensor> param_tensors;
-    std::vector<const Tensor*> grad_tensors;  // the plan's gradient targets
+    std::vector<const Tensor*> grad_tensors;      // the plan's gradient targets
     std::vector<std::pair<size_t, size_t>> logs;  // (index in train.log, plan target)
   };
   std::vector<Phase> phases;
@@ -85,7 +85,8 @@ struct TrainOptions {
 
 // Trains, writing DIR/metrics.csv, DIR/samples.png (and per-step grids) and
 // DIR/checkpoint.safetensors. Returns the session at the end.
-std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so, const TrainOptions& to);
+std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
+                                      const TrainOptions& to);
 
 // Writes a PNG grid of the "samples" output for `n` examples; false if the model has no
 // image-shaped samples output.

@@ -55,14 +55,16 @@ TEST_CASE("differentiating through an op without a gradient rule names the op an
   Fixture f;
   Val x = f.input("x", {1.0, 2.0});
   OpDef nograd("test_nograd");
-  nograd.input("x").output("y").shape([](const ShapeContext& c) { return std::vector<Shape>{c.in[0]}; });
+  nograd.input("x").output("y").shape(
+      [](const ShapeContext& c) { return std::vector<Shape>{c.in[0]}; });
   Registry::get().add(nograd);
   Val y = f.b.op("sum", {f.b.op("test_nograd", {x}, json::object(), "my_node")});
   try {
     gradients(f.b, y.id, {x.id});
     FAIL("expected an error");
   } catch (const ShapeError& e) {
-    CHECK(std::string(e.what()) == "op test_nograd has no gradient rule, but node 'my_node' needs one");
+    CHECK(std::string(e.what()) ==
+          "op test_nograd has no gradient rule, but node 'my_node' needs one");
   }
 }
 

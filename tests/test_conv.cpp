@@ -64,7 +64,8 @@ TEST_CASE("adjoint identity: <conv2d(x, w), y> = <x, conv_transpose2d(y, w)>") {
       opt.bindings["y"] = random(dt, bind_batch(fwd.shape(), 1), 3);
       auto plan = compile_plan(g, {fwd.id, back.id}, opt);
       run_plan(*plan, RunContext{}, false);
-      double lhs = dot(plan->target(0), opt.bindings["y"]), rhs = dot(opt.bindings["x"], plan->target(1));
+      double lhs = dot(plan->target(0), opt.bindings["y"]),
+             rhs = dot(opt.bindings["x"], plan->target(1));
       CHECK(lhs == doctest::Approx(rhs).epsilon(dt == DType::f64 ? 1e-12 : 1e-5));
     }
   }
@@ -84,7 +85,8 @@ TEST_CASE("batch_norm: running statistics while training, then inference uses th
     auto outs = b.ops("batch_norm", {x, p[0], p[1], p[2], p[3]}, {{"momentum", 0.25}});
     Tensor gamma(dt, {3}), beta(dt, {3}), rm(dt, {3}), rv(dt, {3});
     for (int k = 0; k < 3; ++k) gamma.set(k, 1.0 + 0.5 * k), beta.set(k, 0.1 * k), rv.set(k, 1.0);
-    opt.bindings = {{"gamma", gamma}, {"beta", beta}, {"rm", rm}, {"rv", rv}, {"x", Tensor(dt, {6, 3, 2, 2})}};
+    opt.bindings = {
+        {"gamma", gamma}, {"beta", beta}, {"rm", rm}, {"rv", rv}, {"x", Tensor(dt, {6, 3, 2, 2})}};
     auto plan = compile_plan(g, {outs[0].id}, opt);
     Tensor& xt = opt.bindings["x"];
     std::vector<double> exp_rm(3, 0.0), exp_rv(3, 1.0);
@@ -149,8 +151,9 @@ TEST_CASE("dcgan: a short run on real data; running statistics move; sample read
   for (auto& ph : s->phases)
     for (auto& name : ph.spec.params) CHECK(name.find("running_") == std::string::npos);
   CHECK(fs::exists(dir / "losses.svg"));
-  std::string cmd = std::string(WEFT_BINARY) + " sample " + WEFT_SOURCE_DIR + "/graphs/dcgan.json --checkpoint " +
-                    (dir / "checkpoint.safetensors").string() + " --n 16 --out " + (dir / "s.png").string() + " > /dev/null";
+  std::string cmd = std::string(WEFT_BINARY) + " sample " + WEFT_SOURCE_DIR +
+                    "/graphs/dcgan.json --checkpoint " + (dir / "checkpoint.safetensors").string() +
+                    " --n 16 --out " + (dir / "s.png").string() + " > /dev/null";
   int st = std::system(cmd.c_str());
   CHECK(WIFEXITED(st));
   CHECK(WEXITSTATUS(st) == 0);

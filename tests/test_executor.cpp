@@ -15,9 +15,12 @@
 
 using namespace weft;
 
-// Counts allocations made through operator new while `counting` is set.
+// Counts allocations made through operator new while `counting` is set. AddressSanitizer
+// brings its own operator new, so under it the count is not taken.
 static std::atomic<bool> counting{false};
 static std::atomic<long> allocations{0};
+#ifndef __SANITIZE_ADDRESS__
+#define WEFT_COUNT_ALLOCATIONS 1
 void* operator new(size_t n) {
   if (counting) allocations++;
   if (void* p = std::malloc(n ? n : 1)) return p;
@@ -27,6 +30,7 @@ void* operator new(size_t n) {
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, size_t) noexcept { std::free(p); }
+#endif
 
 namespace {
 Tensor random_f32(Dims d, uint64_t key) {
@@ -76,7 +80,9 @@ TEST_CASE("parallel execution equals sequential execution, bit for bit") {
     counting = true;
     for (int rep = 0; rep < 5; ++rep) run_plan(*p64, ctx, false);
     counting = false;
+#ifdef WEFT_COUNT_ALLOCATIONS
     CHECK(allocations == 0);
+#endif
   }
   run_plan(*plan, ctx, false);
   std::vector<Tensor> expected;
@@ -91,7 +97,8 @@ TEST_CASE("parallel execution equals sequential execution, bit for bit") {
 TEST_CASE("a kernel's error reaches the caller once, and the plan can run again") {
   apply_threads({0, true});
   OpDef failing("test_failing");
-  failing.input("x").output("y")
+  failing.input("x")
+      .output("y")
       .shape([](const ShapeContext& c) { return std::vector<Shape>{c.in[0]}; })
       .kernel(0, DType::f32, "reference", fn_kernel([](const KernelInfo&, const KernelArgs& a) {
                 if (a.in[0]->at(0) < 0) throw std::runtime_error("negative input");

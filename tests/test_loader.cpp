@@ -52,8 +52,10 @@ TEST_CASE("the shipped graphs load (those needing a plugin ask for it)") {
   for (auto& p : fs::directory_iterator(std::string(WEFT_SOURCE_DIR) + "/graphs")) {
     if (p.path().extension() != ".json") continue;
     INFO(p.path());
-    if (json::parse(slurp(p.path().string())).contains("requires")) {  // tests/test_plugins.cpp loads them
-      CHECK_THROWS_WITH(load_model(p.path().string()), doctest::Contains("/requires/0: the graph requires plugin"));
+    if (json::parse(slurp(p.path().string()))
+            .contains("requires")) {  // tests/test_plugins.cpp loads them
+      CHECK_THROWS_WITH(load_model(p.path().string()),
+                        doctest::Contains("/requires/0: the graph requires plugin"));
       continue;
     }
     CHECK_NOTHROW(load_model(p.path().string()));
@@ -73,11 +75,13 @@ TEST_CASE("the runner exits 2 with the file and pointer, and writes nothing") {
   std::string err;
   std::string file = kBad + "shape_mismatch.json";
   CHECK(run(std::string(WEFT_BINARY) + " check " + file, err) == 2);
-  CHECK(err.find(file + ": /nets/D/layers/0 (linear) in the call at /nodes/1: input has 785 features, weight expects 784") != std::string::npos);
+  CHECK(err.find(file + ": /nets/D/layers/0 (linear) in the call at /nodes/1: input has 785 "
+                        "features, weight expects 784") != std::string::npos);
 
   fs::path out = fs::temp_directory_path() / "weft_bad_run";
   fs::remove_all(out);
-  CHECK(run(std::string(WEFT_BINARY) + " train " + kBad + "cycle.json --out " + out.string(), err) == 2);
+  CHECK(run(std::string(WEFT_BINARY) + " train " + kBad + "cycle.json --out " + out.string(),
+            err) == 2);
   CHECK(err.find("cycle: a -> b -> a") != std::string::npos);
   CHECK_FALSE(fs::exists(out));
 
@@ -94,7 +98,8 @@ TEST_CASE("a corrupt checkpoint is refused and the run folder is untouched") {
     f << "\x10\0\0\0\0\0\0\0{\"a\": 1}";
   }
   std::string before = slurp((dir / "checkpoint.safetensors").string()), err;
-  std::string cmd = std::string(WEFT_BINARY) + " train " + WEFT_SOURCE_DIR + "/graphs/mlp_gan.json --steps 2 --resume --out " + dir.string();
+  std::string cmd = std::string(WEFT_BINARY) + " train " + WEFT_SOURCE_DIR +
+                    "/graphs/mlp_gan.json --steps 2 --resume --out " + dir.string();
   CHECK(run(cmd, err) == 2);
   CHECK(err.find("not a valid safetensors file") != std::string::npos);
   CHECK(slurp((dir / "checkpoint.safetensors").string()) == before);

@@ -55,7 +55,8 @@ TEST_CASE("f32 kernels match the f64 reference") {
 TEST_CASE("a gradient check fails on a wrong gradient rule") {
   // The checker itself must be able to fail: an op whose rule is off by a factor of 2.
   OpDef bad("test_bad_square");
-  bad.input("x").output("y")
+  bad.input("x")
+      .output("y")
       .shape([](const ShapeContext& c) { return std::vector<Shape>{c.in[0]}; })
       .kernels(Registry::get().find("square")->kernel_list)
       .grad([](GradContext& g) { return std::vector<Val>{g.grad_output() * g.input(0)}; })
@@ -75,7 +76,8 @@ TEST_CASE("weft ops lists every op defined under ops/") {
     std::stringstream ss;
     ss << f.rdbuf();
     std::string text = ss.str();
-    for (std::sregex_iterator it(text.begin(), text.end(), def), end; it != end; ++it) defined.insert((*it)[1]);
+    for (std::sregex_iterator it(text.begin(), text.end(), def), end; it != end; ++it)
+      defined.insert((*it)[1]);
   }
   REQUIRE(defined.size() >= 40);
   std::string log = (std::filesystem::temp_directory_path() / "weft_ops.txt").string();

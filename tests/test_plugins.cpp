@@ -22,7 +22,9 @@ namespace {
 void ensure_example() {
   if (!find_plugin("weft-example")) load_plugin(WEFT_EXAMPLE_PLUGIN);
 }
-std::string broken(const std::string& kind) { return std::string(WEFT_BROKEN_DIR) + "/libbroken_" + kind + ".so"; }
+std::string broken(const std::string& kind) {
+  return std::string(WEFT_BROKEN_DIR) + "/libbroken_" + kind + ".so";
+}
 
 int run(const std::string& cmd, std::string& out) {
   std::string log = (fs::temp_directory_path() / "weft_plugin_test.log").string();
@@ -55,7 +57,8 @@ TEST_CASE("the example plugin's ops register with their origin and pass the op c
   }
   // minibatch_stddev's gradient is a subgraph of weft ops: checked at second order too.
   bool second = false;
-  for (auto& r : check_gradients(*Registry::get().find("minibatch_stddev"))) second = second || r.what.rfind("grad order 2", 0) == 0;
+  for (auto& r : check_gradients(*Registry::get().find("minibatch_stddev")))
+    second = second || r.what.rfind("grad order 2", 0) == 0;
   CHECK(second);
 }
 
@@ -68,13 +71,16 @@ TEST_CASE("a plugin device: allocation, copies and a kernel on device memory") {
   CHECK(dev->plugin == "weft-example");
   Tensor x(DType::f32, {2, 3, 2, 2});
   for (int64_t i = 0; i < x.numel(); ++i) x.set(i, 2 * uniform01(5, uint64_t(i)) - 1);
-  Tensor dx = device_tensor(DType::f32, x.shape(), dev->kind), dy = device_tensor(DType::f32, x.shape(), dev->kind);
+  Tensor dx = device_tensor(DType::f32, x.shape(), dev->kind),
+         dy = device_tensor(DType::f32, x.shape(), dev->kind);
   CHECK(dx.device().kind == dev->kind);
   copy_to_device(x, dx);
   CHECK(std::memcmp(copy_to_host(dx).raw(), x.raw(), x.bytes()) == 0);
 
   const OpDef* pn = Registry::get().find("pixel_norm");
-  KernelInfo info{"pn", pn->complete_attrs(json::object()), {x.shape()}, {x.shape()}, DType::f32, Device{dev->kind, 0}};
+  KernelInfo info{"pn",        pn->complete_attrs(json::object()),
+                  {x.shape()}, {x.shape()},
+                  DType::f32,  Device{dev->kind, 0}};
   std::unique_ptr<Kernel> k;
   for (auto& e : pn->kernel_list) {
     std::string why;
@@ -100,7 +106,8 @@ TEST_CASE("broken plugins are refused with a clear message and leave nothing beh
     const char* kind;
     const char* message;
   } cases[] = {
-      {"not_a_plugin", "not a weft plugin: it does not export weft_plugin_describe and weft_plugin_init"},
+      {"not_a_plugin",
+       "not a weft plugin: it does not export weft_plugin_describe and weft_plugin_init"},
       {"abi", "was built for plugin ABI 999, this weft speaks ABI 1"},
       {"duplicate", "op 'relu' is already defined (built-in)"},
       {"schema", "attribute 'z' has type \"complex\""},
@@ -117,8 +124,10 @@ TEST_CASE("broken plugins are refused with a clear message and leave nothing beh
       CHECK_MESSAGE(e.message().find(c.message) != std::string::npos, e.message());
     }
   }
-  CHECK_THROWS_WITH(load_plugin("/nonexistent/libnothing.so"), doctest::Contains("cannot load the plugin"));
-  CHECK_THROWS_WITH(load_plugin(WEFT_EXAMPLE_PLUGIN), doctest::Contains("plugin 'weft-example' is already loaded"));
+  CHECK_THROWS_WITH(load_plugin("/nonexistent/libnothing.so"),
+                    doctest::Contains("cannot load the plugin"));
+  CHECK_THROWS_WITH(load_plugin(WEFT_EXAMPLE_PLUGIN),
+                    doctest::Contains("plugin 'weft-example' is already loaded"));
   CHECK(Registry::get().all().size() == before);  // all or nothing: no partial_ok either
   CHECK(Registry::get().find("partial_ok") == nullptr);
   CHECK(loaded_plugins().size() == plugins);
@@ -134,7 +143,8 @@ TEST_CASE("a plugin kernel's error at run time is reported, and the process goes
   Val y = b.op("always_fails", {x}, json::object(), "doomed");
   auto plan = compile_plan(g, {y.id}, opt);
   CHECK_THROWS_WITH(run_plan(*plan, RunContext{}, false),
-                    "node 'doomed': kernel 'cpu' of op always_fails (plugin weft-broken) failed: the kernel was asked to fail");
+                    "node 'doomed': kernel 'cpu' of op always_fails (plugin weft-broken) failed: "
+                    "the kernel was asked to fail");
   Val z = b.op("relu", {x});
   auto ok = compile_plan(g, {z.id}, opt);
   CHECK_NOTHROW(run_plan(*ok, RunContext{}, false));
@@ -145,17 +155,20 @@ TEST_CASE("the runner: --plugin, WEFT_PLUGIN_PATH, requires, ops and gradcheck")
   const std::string graph = std::string(WEFT_SOURCE_DIR) + "/graphs/dcgan_mbstd.json";
   std::string out;
   CHECK(run(w + " check " + graph, out) == 2);
-  CHECK(out.find("/requires/0: the graph requires plugin 'weft-example', which is not loaded: pass --plugin PATH") != std::string::npos);
+  CHECK(out.find("/requires/0: the graph requires plugin 'weft-example', which is not loaded: pass "
+                 "--plugin PATH") != std::string::npos);
 
   fs::path dir = fs::temp_directory_path() / "weft_test_mbstd";
   fs::remove_all(dir);
-  CHECK(run(w + " train " + graph + " --plugin " + lib + " --steps 4 --quiet --out " + dir.string(), out) == 0);
+  CHECK(run(w + " train " + graph + " --plugin " + lib + " --steps 4 --quiet --out " + dir.string(),
+            out) == 0);
   CHECK(fs::exists(dir / "checkpoint.safetensors"));
   CHECK(run("WEFT_PLUGIN_PATH=" + lib + " " + w + " check " + graph, out) == 0);
   CHECK(out.find("minibatch_stddev") != std::string::npos);
 
   CHECK(run(w + " ops --plugin " + lib, out) == 0);
-  CHECK(out.find("minibatch_stddev(x) -> y  [plugin weft-example 1.0, " + lib) != std::string::npos);
+  CHECK(out.find("minibatch_stddev(x) -> y  [plugin weft-example 1.0, " + lib) !=
+        std::string::npos);
   CHECK(run(w + " gradcheck --plugin " + lib + " --op minibatch_stddev", out) == 0);
   CHECK(out.find("ok   minibatch_stddev grad order 2") != std::string::npos);
   CHECK(run(w + " ops --plugin " + broken("abi"), out) == 2);

@@ -20,7 +20,9 @@
 using namespace weft;
 namespace fs = std::filesystem;
 
-static std::string graph(const std::string& name) { return std::string(WEFT_SOURCE_DIR) + "/graphs/" + name; }
+static std::string graph(const std::string& name) {
+  return std::string(WEFT_SOURCE_DIR) + "/graphs/" + name;
+}
 
 static fs::path fresh_dir(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("weft_test_" + name);
@@ -57,7 +59,8 @@ TEST_CASE("Fashion-MNIST is read from Debian's IDX files") {
   Tensor img(DType::f32, {64, 784});
   fill_images(train, b.indices(0), img, -1, 1);
   double lo = 1, hi = -1;
-  for (int64_t i = 0; i < img.numel(); ++i) lo = std::min(lo, img.at(i)), hi = std::max(hi, img.at(i));
+  for (int64_t i = 0; i < img.numel(); ++i)
+    lo = std::min(lo, img.at(i)), hi = std::max(hi, img.at(i));
   CHECK(lo == -1);
   CHECK(hi == 1);
   // The order depends on (seed, step) only.
@@ -78,12 +81,14 @@ TEST_CASE("bad data files are refused with a clear error") {
     gzclose(f);
   }
   std::vector<int64_t> dims;
-  CHECK_THROWS_WITH(read_idx((dir / "train-images-idx3-ubyte.gz").string(), 3, dims), doctest::Contains("truncated"));
+  CHECK_THROWS_WITH(read_idx((dir / "train-images-idx3-ubyte.gz").string(), 3, dims),
+                    doctest::Contains("truncated"));
   {
     std::ofstream f(dir / "junk", std::ios::binary);
     f << "hello world";
   }
-  CHECK_THROWS_WITH(read_idx((dir / "junk").string(), 3, dims), doctest::Contains("bad magic number"));
+  CHECK_THROWS_WITH(read_idx((dir / "junk").string(), 3, dims),
+                    doctest::Contains("bad magic number"));
 }
 
 TEST_CASE("sparse_ae: the loss halves and the reconstruction improves within 300 steps") {
@@ -184,14 +189,16 @@ TEST_CASE("checkpoints are safetensors that numpy reads") {
   CHECK(back.tensors.at("b").at(3) == -3.75);
   // Read by an independent reader: numpy, following the safetensors layout.
   std::string out = (dir / "py.txt").string();
-  std::string cmd = "/usr/bin/python3 " + std::string(WEFT_SOURCE_DIR) + "/tests/read_safetensors.py " + file + " > " + out;
+  std::string cmd = "/usr/bin/python3 " + std::string(WEFT_SOURCE_DIR) +
+                    "/tests/read_safetensors.py " + file + " > " + out;
   int status = std::system(cmd.c_str());
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
   std::ifstream f(out);
   std::stringstream ss;
   ss << f.rdbuf();
-  CHECK(ss.str() == "a float32 (2, 3) 7.5\nb float64 (4,) -7.5\nc float32 () 7.0\nmetadata step=12\n");
+  CHECK(ss.str() ==
+        "a float32 (2, 3) 7.5\nb float64 (4,) -7.5\nc float32 () 7.0\nmetadata step=12\n");
 }
 
 TEST_CASE("sample and encode read a checkpoint back") {
@@ -202,11 +209,13 @@ TEST_CASE("sample and encode read a checkpoint back") {
     int s = std::system((cmd + " > /dev/null 2>&1").c_str());
     return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
   };
-  REQUIRE(run(w + " train " + graph("mlp_gan.json") + " --steps 5 --quiet --out " + dir.string()) == 0);
-  CHECK(run(w + " sample " + graph("mlp_gan.json") + " --checkpoint " + ckpt + " --n 16 --out " + (dir / "g.png").string() +
-            " --npy " + (dir / "g.npy").string()) == 0);
+  REQUIRE(run(w + " train " + graph("mlp_gan.json") + " --steps 5 --quiet --out " + dir.string()) ==
+          0);
+  CHECK(run(w + " sample " + graph("mlp_gan.json") + " --checkpoint " + ckpt + " --n 16 --out " +
+            (dir / "g.png").string() + " --npy " + (dir / "g.npy").string()) == 0);
   CHECK(fs::file_size(dir / "g.npy") == 128 + 16 * 784 * 4);
-  CHECK(run(w + " encode " + graph("mlp_gan.json") + " --checkpoint " + ckpt + " --out " + (dir / "f.npy").string()) == 0);
-  CHECK(fs::file_size(dir / "f.npy") == 128 + 10000 * 256 * 4);       // D.features for the test split
-  CHECK(fs::file_size(dir / "f.labels.npy") == 128 + 10000);           // one byte per label
+  CHECK(run(w + " encode " + graph("mlp_gan.json") + " --checkpoint " + ckpt + " --out " +
+            (dir / "f.npy").string()) == 0);
+  CHECK(fs::file_size(dir / "f.npy") == 128 + 10000 * 256 * 4);  // D.features for the test split
+  CHECK(fs::file_size(dir / "f.labels.npy") == 128 + 10000);     // one byte per label
 }

@@ -18,7 +18,8 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) s.train_step();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double input_ms = 1e3 * s.input_seconds / double(steps), opt_ms = 1e3 * s.optimizer_seconds / double(steps);
+  const double input_ms = 1e3 * s.input_seconds / double(steps),
+               opt_ms = 1e3 * s.optimizer_seconds / double(steps);
   std::vector<std::pair<double, std::string>> node_rows;
   std::map<std::string, double> by_op;
   std::map<std::string, int> count_op;
@@ -46,7 +47,8 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
     for (auto& st : ph.bound.plan->steps) flops += st.flops * ph.spec.repeat;
   fmt::print("{}: batch {}, {} steps after {} warm-up\n", m.file, s.opt.batch, steps, warmup);
   fmt::print("training: {:.1f} ms/step, {:.0f} samples/s, {:.1f} GFLOP/s ({:.3f} GFLOP/step)\n",
-             1e3 * secs / double(steps), double(steps * s.opt.batch) / secs, flops * double(steps) / secs / 1e9, flops / 1e9);
+             1e3 * secs / double(steps), double(steps * s.opt.batch) / secs,
+             flops * double(steps) / secs / 1e9, flops / 1e9);
   std::vector<std::pair<double, std::string>> rows;
   for (auto& [k, v] : by_op) rows.push_back({v, k});
   std::sort(rows.rbegin(), rows.rend());

@@ -1,8 +1,8 @@
 // The runner. Subcommands sit in one table; each is a small function. A user's mistake
 // (weft::Error) prints the file, the JSON pointer and what was expected, and exits 2.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -29,12 +29,14 @@ struct Common {
 };
 
 void add_plugin_option(CLI::App* c, std::vector<std::string>& plugins) {
-  c->add_option("--plugin", plugins, "load an op plugin (a shared library); repeatable; WEFT_PLUGIN_PATH lists more");
+  c->add_option("--plugin", plugins,
+                "load an op plugin (a shared library); repeatable; WEFT_PLUGIN_PATH lists more");
 }
 
 void add_common(CLI::App* c, Common& o, bool graph = true) {
   if (graph) c->add_option("graph", o.graph, "the model's JSON file")->required();
-  c->add_option("--data", o.data, "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)");
+  c->add_option("--data", o.data,
+                "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)");
   c->add_option("--threads", o.threads, "threads (default: all cores)");
   c->add_flag("--parallel", o.parallel, "run independent steps side by side on TBB");
   c->add_option("--seed", o.seed, "random seed (default: the graph's train.seed)");
@@ -78,7 +80,8 @@ std::string with_commas(int64_t v) {
 int cmd_check(const Common& o) {
   Model m = load_model(o.graph);
   fmt::print("{}: graph \"{}\" is valid\n\ninputs\n", o.graph, m.name);
-  for (auto& in : m.inputs) fmt::print("  {:<24} {:<16} {}\n", in.name, shape_str(in.shape), source_str(in));
+  for (auto& in : m.inputs)
+    fmt::print("  {:<24} {:<16} {}\n", in.name, shape_str(in.shape), source_str(in));
   fmt::print("\nnodes\n");
   for (auto& n : m.graph.nodes) {
     if (n.def->is_source) continue;
@@ -96,7 +99,8 @@ int cmd_check(const Common& o) {
     e.second++;
     total += n;
   }
-  for (auto& [net, e] : per_net) fmt::print("  {:<12} {:>12} in {} tensors\n", net, with_commas(e.first), e.second);
+  for (auto& [net, e] : per_net)
+    fmt::print("  {:<12} {:>12} in {} tensors\n", net, with_commas(e.first), e.second);
   fmt::print("  {:<12} {:>12}\n", "total", with_commas(total));
   if (!m.train.phases.empty()) {
     Session s(m, session_options(m, o));
@@ -107,9 +111,12 @@ int cmd_check(const Common& o) {
       for (auto& st : ph.bound.plan->steps) f += st.flops;
       f *= ph.spec.repeat;
       all += f;
-      fmt::print("  minimize {:<16} {:>10.2f} MFLOP  ({} steps, {} fused, {:.1f} MiB buffers, {:.1f} MiB without reuse)\n",
-                 ph.spec.loss_name, f / 1e6, ph.bound.plan->steps.size(), ph.bound.plan->fusions,
-                 double(ph.bound.plan->buffer_bytes) / (1 << 20), double(ph.bound.plan->naive_bytes) / (1 << 20));
+      fmt::print(
+          "  minimize {:<16} {:>10.2f} MFLOP  ({} steps, {} fused, {:.1f} MiB buffers, {:.1f} MiB "
+          "without reuse)\n",
+          ph.spec.loss_name, f / 1e6, ph.bound.plan->steps.size(), ph.bound.plan->fusions,
+          double(ph.bound.plan->buffer_bytes) / (1 << 20),
+          double(ph.bound.plan->naive_bytes) / (1 << 20));
     }
     fmt::print("  {:<25} {:>10.2f} MFLOP\n", "total", all / 1e6);
   }
@@ -129,7 +136,10 @@ int cmd_ops(bool all) {
     fmt::print("{}  [{}; {}]\n    {}\n", op_signature(*d), origin, kind, d->docs);
     for (auto& a : d->attrs)
       fmt::print("    {} ({}{}): {}\n", a.name, attr_type_name(a.type),
-                 a.required ? ", required" : a.default_value.is_null() ? "" : ", default " + a.default_value.dump(), a.doc);
+                 a.required                  ? ", required"
+                 : a.default_value.is_null() ? ""
+                                             : ", default " + a.default_value.dump(),
+                 a.doc);
     if (!ks.empty()) fmt::print("    kernels: {}\n", fmt::join(ks, ", "));
     if (!d->internal_why.empty()) fmt::print("    internal: {}\n", d->internal_why);
   }
@@ -137,21 +147,24 @@ int cmd_ops(bool all) {
 }
 
 // ---- sample / encode ----------------------------------------------------------------
-int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::string& png, const std::string& npy) {
+int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::string& png,
+               const std::string& npy) {
   Model m = load_model(o.graph);
   Session s(m, session_options(m, o));
   s.load_checkpoint(ckpt, false);
-  if (!m.outputs.count("samples")) throw Error(o.graph, "/outputs", "the graph names no \"samples\" output");
+  if (!m.outputs.count("samples"))
+    throw Error(o.graph, "/outputs", "the graph names no \"samples\" output");
   if (!png.empty() && !write_samples(s, n, png))
-    throw Error(o.graph, "/outputs/samples", "the samples output is not image-shaped (n x h x w, h = w)");
+    throw Error(o.graph, "/outputs/samples",
+                "the samples output is not image-shaped (n x h x w, h = w)");
   if (!npy.empty()) save_npy(npy, s.evaluate("samples", n, "test", 0));
   if (!png.empty()) fmt::print("samples: {}\n", png);
   if (!npy.empty()) fmt::print("array: {}\n", npy);
   return 0;
 }
 
-int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out, const std::string& output,
-               const std::string& split) {
+int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
+               const std::string& output, const std::string& split) {
   Model m = load_model(o.graph);
   Session s(m, session_options(m, o));
   s.load_checkpoint(ckpt, false);
@@ -171,7 +184,9 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
     std::memcpy(all.data<float>() + at, p.raw(), p.bytes());
     at += p.numel();
   }
-  std::string labels = out.size() > 4 && out.substr(out.size() - 4) == ".npy" ? out.substr(0, out.size() - 4) + ".labels.npy" : out + ".labels.npy";
+  std::string labels = out.size() > 4 && out.substr(out.size() - 4) == ".npy"
+                           ? out.substr(0, out.size() - 4) + ".labels.npy"
+                           : out + ".labels.npy";
   save_npy(out, all);
   save_npy_u8(labels, d->labels, {d->n});
   fmt::print("features: {} ({} x {})\nlabels: {}\n", out, d->n, per, labels);
@@ -182,7 +197,8 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
 int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes) {
   const OpDef* d = Registry::get().find(op);
   if (!d) throw Error("", "", fmt::format("unknown op '{}' (weft ops lists them)", op));
-  if (!d->test_spec) throw Error("", "", fmt::format("op {} has no test spec to draw inputs from", op));
+  if (!d->test_spec)
+    throw Error("", "", fmt::format("op {} has no test spec to draw inputs from", op));
   std::vector<Dims> dims;
   for (auto& s : shapes) {
     Dims x;
@@ -196,8 +212,8 @@ int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes)
   for (auto& r : check_gradients(*d, dims)) {
     std::vector<std::string> e;
     for (double v : r.per_input) e.push_back(fmt::format("{:.2e}", v));
-    fmt::print("{:<4} {} {}: worst relative error per input [{}] (tolerance {:.0e})\n", r.ok() ? "ok" : "FAIL", op,
-               r.what, fmt::join(e, ", "), r.tolerance);
+    fmt::print("{:<4} {} {}: worst relative error per input [{}] (tolerance {:.0e})\n",
+               r.ok() ? "ok" : "FAIL", op, r.what, fmt::join(e, ", "), r.tolerance);
     ok = ok && r.ok();
   }
   return ok ? 0 : 1;
@@ -219,11 +235,13 @@ int main(int argc, char** argv) {
   auto* train = app.add_subcommand("train", "train a graph on its data");
   add_common(train, o);
   train->add_option("--steps", to.steps, "train up to this many steps in total");
-  train->add_option("--out", to.out_dir, "run folder: metrics, samples, checkpoint")->capture_default_str();
+  train->add_option("--out", to.out_dir, "run folder: metrics, samples, checkpoint")
+      ->capture_default_str();
   train->add_flag("--resume", to.resume, "continue from the run folder's checkpoint");
   train->add_option("--sample-every", to.sample_every, "write a sample grid every N steps");
   train->add_option("--checkpoint-every", to.checkpoint_every, "write a checkpoint every N steps");
-  train->add_option("--log-every", to.log_every, "print progress every N steps (when not a terminal)");
+  train->add_option("--log-every", to.log_every,
+                    "print progress every N steps (when not a terminal)");
   train->add_flag("--quiet", to.quiet, "print nothing but errors");
   table["train"] = [&] { return cmd_train(o, to); };
 
@@ -263,7 +281,8 @@ int main(int argc, char** argv) {
     return run_bench(m, session_options(m, o), steps, warmup, nodes);
   };
 
-  auto* grad = app.add_subcommand("gradcheck", "check an op's gradient against finite differences (f64)");
+  auto* grad =
+      app.add_subcommand("gradcheck", "check an op's gradient against finite differences (f64)");
   grad->add_option("--op", op, "the op")->required();
   grad->add_option("--shape", shapes, "input shapes, one --shape per input: 4,7");
   add_plugin_option(grad, o.plugins);

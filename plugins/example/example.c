@@ -46,32 +46,32 @@ static int mbstd_shape(const weft_shape_call* c) {
 }
 
 #define MBSTD_KERNEL(T, NAME)                                                                     \
-  static int NAME(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out,  \
-                  int32_t n_out) {                                                               \
-    (void)n_in;                                                                                  \
-    (void)n_out;                                                                                 \
-    const double eps = attr_number(call->attrs, "eps", 1e-8);                                    \
-    const int64_t n = in[0].shape[0], c = in[0].shape[1], hw = in[0].shape[2] * in[0].shape[3];  \
-    const T* x = (const T*)in[0].data;                                                           \
-    T* y = (T*)out[0].data;                                                                      \
-    if (n < 2) {                                                                                 \
-      call->host->report_error(call, "minibatch_stddev needs a batch of at least 2");            \
-      return 1;                                                                                  \
-    }                                                                                            \
-    double total = 0;                                                                            \
-    for (int64_t k = 0; k < c * hw; ++k) {                                                       \
-      double mu = 0, var = 0;                                                                    \
-      for (int64_t i = 0; i < n; ++i) mu += x[i * c * hw + k];                                   \
-      mu /= (double)n;                                                                           \
+  static int NAME(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out,   \
+                  int32_t n_out) {                                                                \
+    (void)n_in;                                                                                   \
+    (void)n_out;                                                                                  \
+    const double eps = attr_number(call->attrs, "eps", 1e-8);                                     \
+    const int64_t n = in[0].shape[0], c = in[0].shape[1], hw = in[0].shape[2] * in[0].shape[3];   \
+    const T* x = (const T*)in[0].data;                                                            \
+    T* y = (T*)out[0].data;                                                                       \
+    if (n < 2) {                                                                                  \
+      call->host->report_error(call, "minibatch_stddev needs a batch of at least 2");             \
+      return 1;                                                                                   \
+    }                                                                                             \
+    double total = 0;                                                                             \
+    for (int64_t k = 0; k < c * hw; ++k) {                                                        \
+      double mu = 0, var = 0;                                                                     \
+      for (int64_t i = 0; i < n; ++i) mu += x[i * c * hw + k];                                    \
+      mu /= (double)n;                                                                            \
       for (int64_t i = 0; i < n; ++i) var += (x[i * c * hw + k] - mu) * (x[i * c * hw + k] - mu); \
-      total += sqrt(var / (double)n + eps);                                                      \
-    }                                                                                            \
-    const T v = (T)(total / (double)(c * hw));                                                   \
-    for (int64_t i = 0; i < n; ++i) {                                                            \
-      memcpy(y + i * (c + 1) * hw, x + i * c * hw, sizeof(T) * (size_t)(c * hw));               \
-      for (int64_t j = 0; j < hw; ++j) y[(i * (c + 1) + c) * hw + j] = v;                        \
-    }                                                                                            \
-    return 0;                                                                                    \
+      total += sqrt(var / (double)n + eps);                                                       \
+    }                                                                                             \
+    const T v = (T)(total / (double)(c * hw));                                                    \
+    for (int64_t i = 0; i < n; ++i) {                                                             \
+      memcpy(y + i * (c + 1) * hw, x + i * c * hw, sizeof(T) * (size_t)(c * hw));                 \
+      for (int64_t j = 0; j < hw; ++j) y[(i * (c + 1) + c) * hw + j] = v;                         \
+    }                                                                                             \
+    return 0;                                                                                     \
   }
 MBSTD_KERNEL(float, mbstd_f32)
 MBSTD_KERNEL(double, mbstd_f64)
@@ -87,8 +87,10 @@ static const char* kMbstdGradient =
     " {\"id\": \"ve\", \"op\": \"add\", \"in\": [\"var\", \"$eps\"]},"
     " {\"id\": \"sd\", \"op\": \"sqrt\", \"in\": [\"ve\"]},"
     " {\"id\": \"one\", \"op\": \"sum\", \"in\": [\"x\"], \"axes\": [1], \"keepdims\": true},"
-    " {\"id\": \"gx\", \"op\": \"concat_backward\", \"in\": [\"dy\", \"x\", \"one\"], \"axis\": 1, \"index\": 0},"
-    " {\"id\": \"gm\", \"op\": \"concat_backward\", \"in\": [\"dy\", \"x\", \"one\"], \"axis\": 1, \"index\": 1},"
+    " {\"id\": \"gx\", \"op\": \"concat_backward\", \"in\": [\"dy\", \"x\", \"one\"], \"axis\": 1, "
+    "\"index\": 0},"
+    " {\"id\": \"gm\", \"op\": \"concat_backward\", \"in\": [\"dy\", \"x\", \"one\"], \"axis\": 1, "
+    "\"index\": 1},"
     " {\"id\": \"gv\", \"op\": \"sum\", \"in\": [\"gm\"]},"
     " {\"id\": \"t0\", \"op\": \"broadcast_like\", \"in\": [\"gv\", \"sd\"], \"mean\": true},"
     " {\"id\": \"t\", \"op\": \"div\", \"in\": [\"t0\", \"sd\"]},"
@@ -121,47 +123,48 @@ static int backward_shape(const weft_shape_call* c) {
 }
 
 /* y = x r, r = 1 / sqrt(mean_c x^2 + eps); dx = r dy - x r^3 mean_c(dy x). */
-#define PIXEL_NORM_KERNELS(T, FWD, BWD)                                                         \
-  static int FWD(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out,  \
-                 int32_t n_out) {                                                               \
-    (void)n_in;                                                                                 \
-    (void)n_out;                                                                                \
-    const double eps = attr_number(call->attrs, "eps", 1e-8);                                   \
-    const int64_t n = in[0].shape[0], c = in[0].shape[1], s = numel(&in[0]) / (n * c);          \
-    const T* x = (const T*)in[0].data;                                                          \
-    T* y = (T*)out[0].data;                                                                     \
-    for (int64_t i = 0; i < n; ++i)                                                             \
-      for (int64_t p = 0; p < s; ++p) {                                                         \
-        double m = 0;                                                                           \
-        for (int64_t k = 0; k < c; ++k) m += (double)x[(i * c + k) * s + p] * x[(i * c + k) * s + p]; \
-        const double r = 1 / sqrt(m / (double)c + eps);                                         \
+#define PIXEL_NORM_KERNELS(T, FWD, BWD)                                                           \
+  static int FWD(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out,    \
+                 int32_t n_out) {                                                                 \
+    (void)n_in;                                                                                   \
+    (void)n_out;                                                                                  \
+    const double eps = attr_number(call->attrs, "eps", 1e-8);                                     \
+    const int64_t n = in[0].shape[0], c = in[0].shape[1], s = numel(&in[0]) / (n * c);            \
+    const T* x = (const T*)in[0].data;                                                            \
+    T* y = (T*)out[0].data;                                                                       \
+    for (int64_t i = 0; i < n; ++i)                                                               \
+      for (int64_t p = 0; p < s; ++p) {                                                           \
+        double m = 0;                                                                             \
+        for (int64_t k = 0; k < c; ++k)                                                           \
+          m += (double)x[(i * c + k) * s + p] * x[(i * c + k) * s + p];                           \
+        const double r = 1 / sqrt(m / (double)c + eps);                                           \
         for (int64_t k = 0; k < c; ++k) y[(i * c + k) * s + p] = (T)(x[(i * c + k) * s + p] * r); \
-      }                                                                                         \
-    return 0;                                                                                   \
-  }                                                                                             \
-  static int BWD(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out,  \
-                 int32_t n_out) {                                                               \
-    (void)n_in;                                                                                 \
-    (void)n_out;                                                                                \
-    const double eps = attr_number(call->attrs, "eps", 1e-8);                                   \
-    const int64_t n = in[1].shape[0], c = in[1].shape[1], s = numel(&in[1]) / (n * c);          \
-    const T *dy = (const T*)in[0].data, *x = (const T*)in[1].data;                              \
-    T* dx = (T*)out[0].data;                                                                    \
-    for (int64_t i = 0; i < n; ++i)                                                             \
-      for (int64_t p = 0; p < s; ++p) {                                                         \
-        double m = 0, d = 0;                                                                    \
-        for (int64_t k = 0; k < c; ++k) {                                                       \
-          const double xv = x[(i * c + k) * s + p];                                            \
-          m += xv * xv;                                                                         \
-          d += dy[(i * c + k) * s + p] * xv;                                                    \
-        }                                                                                       \
-        const double r = 1 / sqrt(m / (double)c + eps);                                         \
-        for (int64_t k = 0; k < c; ++k) {                                                       \
-          const int64_t at = (i * c + k) * s + p;                                               \
-          dx[at] = (T)(r * dy[at] - x[at] * r * r * r * d / (double)c);                         \
-        }                                                                                       \
-      }                                                                                         \
-    return 0;                                                                                   \
+      }                                                                                           \
+    return 0;                                                                                     \
+  }                                                                                               \
+  static int BWD(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out,    \
+                 int32_t n_out) {                                                                 \
+    (void)n_in;                                                                                   \
+    (void)n_out;                                                                                  \
+    const double eps = attr_number(call->attrs, "eps", 1e-8);                                     \
+    const int64_t n = in[1].shape[0], c = in[1].shape[1], s = numel(&in[1]) / (n * c);            \
+    const T *dy = (const T*)in[0].data, *x = (const T*)in[1].data;                                \
+    T* dx = (T*)out[0].data;                                                                      \
+    for (int64_t i = 0; i < n; ++i)                                                               \
+      for (int64_t p = 0; p < s; ++p) {                                                           \
+        double m = 0, d = 0;                                                                      \
+        for (int64_t k = 0; k < c; ++k) {                                                         \
+          const double xv = x[(i * c + k) * s + p];                                               \
+          m += xv * xv;                                                                           \
+          d += dy[(i * c + k) * s + p] * xv;                                                      \
+        }                                                                                         \
+        const double r = 1 / sqrt(m / (double)c + eps);                                           \
+        for (int64_t k = 0; k < c; ++k) {                                                         \
+          const int64_t at = (i * c + k) * s + p;                                                 \
+          dx[at] = (T)(r * dy[at] - x[at] * r * r * r * d / (double)c);                           \
+        }                                                                                         \
+      }                                                                                           \
+    return 0;                                                                                     \
   }
 PIXEL_NORM_KERNELS(float, pixel_norm_f32, pixel_norm_backward_f32)
 PIXEL_NORM_KERNELS(double, pixel_norm_f64, pixel_norm_backward_f64)
@@ -188,17 +191,36 @@ const weft_plugin_info* weft_plugin_describe(void) { return &kInfo; }
 
 int weft_plugin_init(const weft_host* host, weft_registrar* reg) {
   (void)host;
-  const char* eps_attr = "[{\"name\": \"eps\", \"type\": \"float\", \"default\": 1e-8, \"doc\": \"added under the square root\"}]";
+  const char* eps_attr =
+      "[{\"name\": \"eps\", \"type\": \"float\", \"default\": 1e-8, \"doc\": \"added under the "
+      "square root\"}]";
   weft_op_def mbstd = {
       "minibatch_stddev",
-      "appends the mean over (C,H,W) of the batch standard deviation as one more channel (a remedy for mode collapse)",
-      "x", "y", eps_attr, mbstd_shape, kMbstdGradient,
+      "appends the mean over (C,H,W) of the batch standard deviation as one more channel (a remedy "
+      "for mode collapse)",
+      "x",
+      "y",
+      eps_attr,
+      mbstd_shape,
+      kMbstdGradient,
       "{\"cases\": [[[4, 2, 3, 3]], [[3, 1, 2, 4]]], \"attrs\": {\"eps\": 1e-3}, \"order\": 2}"};
-  weft_op_def pn = {"pixel_norm", "x / sqrt(mean over channels of x^2 + eps) at each position", "x", "y", eps_attr, same_shape,
-                    "{\"nodes\": [{\"id\": \"g\", \"op\": \"pixel_norm_backward\", \"in\": [\"dy\", \"x\"], \"eps\": \"$eps\"}],"
+  weft_op_def pn = {"pixel_norm",
+                    "x / sqrt(mean over channels of x^2 + eps) at each position",
+                    "x",
+                    "y",
+                    eps_attr,
+                    same_shape,
+                    "{\"nodes\": [{\"id\": \"g\", \"op\": \"pixel_norm_backward\", \"in\": "
+                    "[\"dy\", \"x\"], \"eps\": \"$eps\"}],"
                     " \"grads\": {\"x\": \"g\"}}",
                     "{\"cases\": [[[3, 4, 2, 2]], [[5, 3]]], \"attrs\": {\"eps\": 1e-3}}"};
-  weft_op_def pnb = {"pixel_norm_backward", "dx of pixel_norm from dy and x", "dy,x", "dx", eps_attr, backward_shape, NULL,
+  weft_op_def pnb = {"pixel_norm_backward",
+                     "dx of pixel_norm from dy and x",
+                     "dy,x",
+                     "dx",
+                     eps_attr,
+                     backward_shape,
+                     NULL,
                      "{\"cases\": [[[3, 4, 2, 2], [3, 4, 2, 2]]], \"attrs\": {\"eps\": 1e-3}}"};
   /* pixel_norm_backward must exist before pixel_norm's gradient names it. */
   if (reg->add_op(reg, &mbstd) || reg->add_op(reg, &pnb) || reg->add_op(reg, &pn)) return 1;
@@ -212,7 +234,8 @@ int weft_plugin_init(const weft_host* host, weft_registrar* reg) {
   };
   for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; ++i)
     if (reg->add_kernel(reg, &kernels[i])) return 1;
-  const weft_device_def fake = {"host-fake", fake_alloc, fake_free, fake_to_host, fake_from_host, fake_sync};
+  const weft_device_def fake = {"host-fake",  fake_alloc,     fake_free,
+                                fake_to_host, fake_from_host, fake_sync};
   int32_t kind = 0;
   if (reg->add_device(reg, &fake, &kind)) return 1;
   const weft_kernel_def on_fake = {"pixel_norm", kind, WEFT_F32, "host-fake", pixel_norm_f32};

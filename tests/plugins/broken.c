@@ -11,7 +11,8 @@ static int copy_shape(const weft_shape_call* c) {
   return 0;
 }
 
-static int fails(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out, int32_t n_out) {
+static int fails(const weft_call* call, const weft_tensor* in, int32_t n_in, weft_tensor* out,
+                 int32_t n_out) {
   (void)in, (void)n_in, (void)out, (void)n_out;
   call->host->report_error(call, "the kernel was asked to fail");
   return 1;
@@ -35,12 +36,22 @@ int weft_plugin_init(const weft_host* host, weft_registrar* reg) {
 #if defined(BROKEN_duplicate)
   weft_op_def op = {"relu", "a second relu", "x", "y", NULL, copy_shape, NULL, NULL};
 #elif defined(BROKEN_schema)
-  weft_op_def op = {"broken_schema", "", "x", "y", "[{\"name\": \"z\", \"type\": \"complex\"}]", copy_shape, NULL, NULL};
+  weft_op_def op = {"broken_schema", "",   "x", "y", "[{\"name\": \"z\", \"type\": \"complex\"}]",
+                    copy_shape,      NULL, NULL};
 #elif defined(BROKEN_gradient)
-  weft_op_def op = {"broken_gradient", "", "x", "y", NULL, copy_shape,
-                    "{\"nodes\": [{\"id\": \"g\", \"op\": \"no_such_op\", \"in\": [\"dy\"]}], \"grads\": {\"x\": \"g\"}}", NULL};
+  weft_op_def op = {"broken_gradient",
+                    "",
+                    "x",
+                    "y",
+                    NULL,
+                    copy_shape,
+                    "{\"nodes\": [{\"id\": \"g\", \"op\": \"no_such_op\", \"in\": [\"dy\"]}], "
+                    "\"grads\": {\"x\": \"g\"}}",
+                    NULL};
 #elif defined(BROKEN_partial)
-  weft_op_def ok = {"partial_ok", "registered before the plugin is refused", "x", "y", NULL, copy_shape, NULL, NULL};
+  weft_op_def ok = {
+      "partial_ok", "registered before the plugin is refused", "x", "y", NULL, copy_shape, NULL,
+      NULL};
   if (reg->add_op(reg, &ok)) return 1;
   weft_op_def op = {"Partial Bad", "", "x", "y", NULL, copy_shape, NULL, NULL};
 #else /* BROKEN_kernel_error: loads, but its kernel fails */
