@@ -62,6 +62,19 @@ OpDef& pool_attrs(OpDef& d) {
       .attr("pad", AttrType::Pair, 0, "implicit padding on each side");
 }
 
+// avg_pool2d (dst = y) and its adjoint (dst = x): each tap moves src * 1/(kh kw).
+template <class T>
+void average_taps(const Window& q, const T* src, T* dst, int64_t dst_n, bool adjoint) {
+  const T inv = T(1.0 / double(q.kh * q.kw));
+  std::fill(dst, dst + dst_n, T(0));
+  for_taps(q, [&](int64_t xi, int64_t yi) {
+    if (adjoint)
+      dst[xi] += src[yi] * inv;
+    else
+      dst[yi] += src[xi] * inv;
+  });
+}
+
 // The shape of `like`, for the backward ops.
 std::vector<Shape> like_input1(const ShapeContext& c) { return {c.in[1]}; }
 
@@ -119,12 +132,8 @@ WEFT_OP(avg_pool2d)
     .shape(pool_rule)
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
       using T = decltype(t);
-      Window q = window(info.in[0], info.out[0], info.attrs);
-      const T* x = in_ptr<T>(a, 0);
-      T* y = out_ptr<T>(a, 0);
-      const T inv = T(1.0 / double(q.kh * q.kw));
-      std::fill(y, y + a.out[0]->numel(), T(0));
-      for_taps(q, [&](int64_t xi, int64_t yi) { y[yi] += x[xi] * inv; });
+      average_taps<T>(window(info.in[0], info.out[0], info.attrs), in_ptr<T>(a, 0),
+                      out_ptr<T>(a, 0), a.out[0]->numel(), false);
     }))
     .grad([](GradContext& g) {
       return std::vector<Val>{
@@ -144,12 +153,8 @@ WEFT_OP(avg_pool2d_backward)
     .shape(like_input1)
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
       using T = decltype(t);
-      Window q = window(info.in[1], info.in[0], info.attrs);
-      const T* dy = in_ptr<T>(a, 0);
-      T* dx = out_ptr<T>(a, 0);
-      const T inv = T(1.0 / double(q.kh * q.kw));
-      std::fill(dx, dx + a.out[0]->numel(), T(0));
-      for_taps(q, [&](int64_t xi, int64_t yi) { dx[xi] += dy[yi] * inv; });
+      average_taps<T>(window(info.in[1], info.in[0], info.attrs), in_ptr<T>(a, 0), out_ptr<T>(a, 0),
+                      a.out[0]->numel(), true);
     }))
     .grad([](GradContext& g) {
       json a = g.attrs();

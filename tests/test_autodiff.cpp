@@ -91,9 +91,8 @@ TEST_CASE("grad nodes are differentiable again (third derivative of x^4)") {
   }
 }
 
-TEST_CASE("a grad node inside a loss file: gradient penalty of a net") {
-  // penalty = sum((d sum(D(x)) / dx)^2): training on it differentiates D's backward pass.
-  const char* text = R"({
+// penalty = sum((d sum(D(x)) / dx)^2): training on it differentiates D's backward pass.
+static const char* kPenaltyGraph = R"({
     "weft": 1,
     "inputs": {"x": {"shape": ["B", 3], "from": {"normal": {}}}},
     "nets": {"D": {"in": ["x"], "layers": [{"op": "linear", "units": 4}, {"op": "tanh"}, {"op": "linear", "units": 1}]}},
@@ -104,23 +103,10 @@ TEST_CASE("a grad node inside a loss file: gradient penalty of a net") {
     ],
     "train": {"batch": 2, "phases": [{"minimize": "penalty", "params": ["D"], "optimizer": {"sgd": {"lr": 0.1}}}]}
   })";
-  Model m = parse_model(text, "penalty.json");
-  CHECK(m.graph.shape(m.graph.nodes[m.graph.find("penalty")].in[0]) == Shape{Dim::B(), Dim(3)});
-}
 
-TEST_CASE("the gradient penalty's parameter gradient matches finite differences") {
-  const char* text = R"({
-    "weft": 1,
-    "inputs": {"x": {"shape": ["B", 3], "from": {"normal": {}}}},
-    "nets": {"D": {"in": ["x"], "layers": [{"op": "linear", "units": 4}, {"op": "tanh"}, {"op": "linear", "units": 1}]}},
-    "nodes": [
-      {"id": "d", "call": "D", "in": ["x"]},
-      {"id": "dx", "op": "grad", "in": [{"op": "sum", "in": ["d"]}, "x"]},
-      {"id": "penalty", "op": "sum", "in": [{"op": "square", "in": ["dx"]}]}
-    ],
-    "train": {"batch": 2, "phases": [{"minimize": "penalty", "params": ["D"], "optimizer": {"sgd": {"lr": 0.1}}}]}
-  })";
-  Model m = parse_model(text, "penalty.json");
+TEST_CASE("a gradient penalty in a graph file: its parameter gradient matches finite differences") {
+  Model m = parse_model(kPenaltyGraph, "penalty.json");
+  CHECK(m.graph.shape(m.graph.nodes[m.graph.find("penalty")].in[0]) == Shape{Dim::B(), Dim(3)});
   SessionOptions so;
   so.dtype = DType::f64;
   so.seed = 3;
