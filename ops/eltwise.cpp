@@ -62,7 +62,7 @@ WEFT_OP(relu)
     .grad([](GradContext& g) {  // dx = dy * [y > 0]
       return std::vector<Val>{g.op("relu_backward", {g.grad_output(), g.output()})};
     })
-    .test({.cases = kUnaryCases, .avoid = 0.05});
+    .test({.cases = kUnaryCases, .avoid = 0.05, .order = 2});
 
 WEFT_OP(relu_backward)
     .doc("dx of relu from dy and the forward output y: dy * [y > 0]")
@@ -99,7 +99,7 @@ WEFT_OP(leaky_relu)
       return std::vector<Val>{g.op("leaky_relu_backward", {g.grad_output(), g.output()},
                                    {{"alpha", g.attrs().at("alpha")}})};
     })
-    .test({.cases = kUnaryCases, .attrs = {{"alpha", 0.2}}, .avoid = 0.05});
+    .test({.cases = kUnaryCases, .attrs = {{"alpha", 0.2}}, .avoid = 0.05, .order = 2});
 
 WEFT_OP(leaky_relu_backward)
     .doc("dx of leaky_relu from dy and the forward output y: dy * (y > 0 ? 1 : alpha)")

@@ -87,6 +87,15 @@ TEST_CASE("the runner exits 2 with the file and pointer, and writes nothing") {
 
   CHECK(run(std::string(WEFT_BINARY) + " check " + kBad + "no_such_file.json", err) == 2);
   CHECK(err.find("cannot open the graph file") != std::string::npos);
+
+  // A valid graph with nothing to train: refused before the run folder is made.
+  fs::path g = fs::temp_directory_path() / "weft_no_train.json";
+  std::ofstream(g) << R"({"weft": 1, "inputs": {"x": {"shape": ["B", 3], "from": {"normal": {}}}},
+                          "nodes": [{"id": "y", "op": "relu", "in": ["x"]}]})";
+  fs::remove_all(out);
+  CHECK(run(std::string(WEFT_BINARY) + " train " + g.string() + " --out " + out.string(), err) == 2);
+  CHECK(err.find(g.string() + ": /train: the graph has no \"train\" section with phases") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));
 }
 
 TEST_CASE("a corrupt checkpoint is refused and the run folder is untouched") {
