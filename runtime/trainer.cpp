@@ -263,7 +263,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
                                       const TrainOptions& to) {
   namespace fs = std::filesystem;
   if (m.train.phases.empty())  // before anything is written
-    throw Error(m.file, "/train", "the graph has no \"train\" section with phases: nothing to train");
+    throw Error(m.file, "/train",
+                "the graph has no \"train\" section with phases: nothing to train");
   std::error_code ec;
   fs::create_directories(to.out_dir, ec);
   if (ec) throw Error(to.out_dir, "", "cannot create the run folder: " + ec.message());

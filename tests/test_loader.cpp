@@ -93,8 +93,10 @@ TEST_CASE("the runner exits 2 with the file and pointer, and writes nothing") {
   std::ofstream(g) << R"({"weft": 1, "inputs": {"x": {"shape": ["B", 3], "from": {"normal": {}}}},
                           "nodes": [{"id": "y", "op": "relu", "in": ["x"]}]})";
   fs::remove_all(out);
-  CHECK(run(std::string(WEFT_BINARY) + " train " + g.string() + " --out " + out.string(), err) == 2);
-  CHECK(err.find(g.string() + ": /train: the graph has no \"train\" section with phases") != std::string::npos);
+  CHECK(run(std::string(WEFT_BINARY) + " train " + g.string() + " --out " + out.string(), err) ==
+        2);
+  CHECK(err.find(g.string() + ": /train: the graph has no \"train\" section with phases") !=
+        std::string::npos);
   CHECK_FALSE(fs::exists(out));
 }
 

@@ -149,6 +149,8 @@ int cmd_ops(bool all) {
 // ---- sample / encode ----------------------------------------------------------------
 int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::string& png,
                const std::string& npy) {
+  if (png.empty() && npy.empty())
+    throw Error("weft sample writes nothing without --out grid.png or --npy FILE");
   Model m = load_model(o.graph);
   Session s(m, session_options(m, o));
   s.load_checkpoint(ckpt, false);
