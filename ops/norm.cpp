@@ -128,34 +128,27 @@ class BatchNormKernel : public Kernel {
         {dnnl::prop_kind::forward_inference, d, eps,
          kScaleShift | dnnl::normalization_flags::use_global_stats},
         cpu_engine());
-    using A = std::vector<std::pair<int, dnnl::memory::desc>>;
-    using B = std::vector<std::pair<int, int>>;
-    train_ = std::make_unique<OnednnKernel>(dnnl::batch_normalization_forward(train),
-                                            A{{DNNL_ARG_SRC, d},
-                                              {DNNL_ARG_SCALE, c},
-                                              {DNNL_ARG_SHIFT, c},
-                                              {DNNL_ARG_DST, d},
-                                              {DNNL_ARG_MEAN, c},
-                                              {DNNL_ARG_VARIANCE, c}},
-                                            B{{DNNL_ARG_SRC, 1},
-                                              {DNNL_ARG_SCALE, 2},
-                                              {DNNL_ARG_SHIFT, 3},
-                                              {DNNL_ARG_DST, -1},
-                                              {DNNL_ARG_MEAN, -2},
-                                              {DNNL_ARG_VARIANCE, -3}});
-    infer_ = std::make_unique<OnednnKernel>(dnnl::batch_normalization_forward(infer),
-                                            A{{DNNL_ARG_SRC, d},
-                                              {DNNL_ARG_SCALE, c},
-                                              {DNNL_ARG_SHIFT, c},
-                                              {DNNL_ARG_DST, d},
-                                              {DNNL_ARG_MEAN, c},
-                                              {DNNL_ARG_VARIANCE, c}},
-                                            B{{DNNL_ARG_SRC, 1},
-                                              {DNNL_ARG_SCALE, 2},
-                                              {DNNL_ARG_SHIFT, 3},
-                                              {DNNL_ARG_DST, -1},
-                                              {DNNL_ARG_MEAN, 4},
-                                              {DNNL_ARG_VARIANCE, 5}});
+    // Training writes the batch statistics to outputs 1 and 2; inference reads the running
+    // statistics from inputs 4 and 5.
+    auto make = [&](const dnnl::batch_normalization_forward::primitive_desc& pd, int mean,
+                    int var) {
+      return std::make_unique<OnednnKernel>(
+          dnnl::batch_normalization_forward(pd),
+          std::vector<std::pair<int, dnnl::memory::desc>>{{DNNL_ARG_SRC, d},
+                                                          {DNNL_ARG_SCALE, c},
+                                                          {DNNL_ARG_SHIFT, c},
+                                                          {DNNL_ARG_DST, d},
+                                                          {DNNL_ARG_MEAN, c},
+                                                          {DNNL_ARG_VARIANCE, c}},
+          std::vector<std::pair<int, int>>{{DNNL_ARG_SRC, 1},
+                                           {DNNL_ARG_SCALE, 2},
+                                           {DNNL_ARG_SHIFT, 3},
+                                           {DNNL_ARG_DST, -1},
+                                           {DNNL_ARG_MEAN, mean},
+                                           {DNNL_ARG_VARIANCE, var}});
+    };
+    train_ = make(train, -2, -3);
+    infer_ = make(infer, 4, 5);
   }
   void run(const KernelArgs& a) override {
     float *rm = a.in[3]->data<float>(), *rv = a.in[4]->data<float>();
