@@ -123,7 +123,7 @@ def run_torch(name, threads, steps, warmup):
     if m:
         blas = m.group(1)
     print(f"torch {torch.__version__}: {steps * batch / secs:.1f} samples/s, {1e3 * secs / steps:.1f} ms/step, "
-          f"threads {torch.get_num_threads()}, BLAS {blas}, "
+          f"threads {torch.get_num_threads()}, oneDNN (mkldnn) {torch.backends.mkldnn.is_available()}, BLAS {blas}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}", flush=True)
 
 
