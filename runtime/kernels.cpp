@@ -69,25 +69,6 @@ dnnl::memory::desc md_strided(const Dims& d, const Dims& strides, DType t) {
                             dnnl::memory::dims(strides.begin(), strides.end()));
 }
 
-OnednnKernel::OnednnKernel(dnnl::primitive p, std::vector<std::pair<int, dnnl::memory::desc>> args,
-                           std::vector<std::pair<int, int>> bind)
-    : prim_(std::move(p)), bind_(std::move(bind)) {
-  for (auto& [id, d] : args) mem_[id] = dnnl::memory(d, cpu_engine(), DNNL_MEMORY_NONE);
-  for (auto& [id, m] : mem_) exec_args_.push_back({id, m.get()});
-}
-
-void OnednnKernel::run(const KernelArgs& a) {
-  for (auto& [id, which] : bind_) {
-    void* p = which > 0 ? a.in[which - 1]->raw() : a.out[-which - 1]->raw();
-    mem_.at(id).set_data_handle(p);
-  }
-  dnnl_status_t st = dnnl_primitive_execute(prim_.get(), cpu_stream().get(), int(exec_args_.size()),
-                                            exec_args_.data());
-  if (st != dnnl_success)  // dnnl::error keeps a pointer to its message: a std::string would dangle
-    throw std::runtime_error("oneDNN failed to execute a primitive (status " +
-                             std::to_string(int(st)) + ")");
-}
-
 void LayoutKernel::Exec::run() const {
   dnnl_status_t st =
       dnnl_primitive_execute(p.get(), cpu_stream().get(), int(args.size()), args.data());
@@ -124,5 +105,21 @@ void LayoutKernel::run(const KernelArgs& a) {
   main_.run();
   for (auto& e : after_) e.run();
 }
+
+static std::vector<LayoutKernel::Arg> plain_args(
+    const std::vector<std::pair<int, dnnl::memory::desc>>& args,
+    const std::vector<std::pair<int, int>>& bind) {
+  std::vector<LayoutKernel::Arg> out;
+  for (auto& [id, which] : bind)
+    for (auto& [aid, d] : args)
+      if (aid == id) out.push_back({id, d, d, which});
+  WEFT_ASSERT(out.size() == bind.size(), "a bound oneDNN argument has no descriptor");
+  return out;
+}
+
+OnednnKernel::OnednnKernel(dnnl::primitive p,
+                           const std::vector<std::pair<int, dnnl::memory::desc>>& args,
+                           const std::vector<std::pair<int, int>>& bind)
+    : LayoutKernel(std::move(p), plain_args(args, bind)) {}
 
 }  // namespace weft

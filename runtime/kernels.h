@@ -73,21 +73,6 @@ dnnl::memory::desc md(const Dims& d, DType t);  // dense row-major
 dnnl::memory::desc md_strided(const Dims& d, const Dims& strides, DType t);
 dnnl::memory::data_type dnnl_type(DType t);
 
-// A oneDNN primitive with its memory objects made once; each run only swaps pointers.
-class OnednnKernel : public Kernel {
- public:
-  // args: oneDNN argument id -> (true: input i / false: output i)
-  OnednnKernel(dnnl::primitive p, std::vector<std::pair<int, dnnl::memory::desc>> args,
-               std::vector<std::pair<int, int>> bind);  // bind: arg id -> +1+i input, -1-i output
-  void run(const KernelArgs& a) override;
-
- private:
-  dnnl::primitive prim_;
-  std::unordered_map<int, dnnl::memory> mem_;
-  std::vector<std::pair<int, int>> bind_;
-  std::vector<dnnl_exec_arg_t> exec_args_;  // for the C API: the C++ execute() allocates per call
-};
-
 // A oneDNN primitive that may want other memory formats than weft's plain row-major
 // tensors (blocked layouts such as nChw16c): for each argument whose format differs it owns
 // a buffer in the wanted format and a reorder, made when the plan is compiled, and runs
@@ -113,6 +98,14 @@ class LayoutKernel : public Kernel {
   std::vector<dnnl::memory> owned_;                  // buffers in the wanted formats
   std::vector<Exec> before_, after_;                 // reorders in, reorders out
   Exec main_;
+};
+
+// A oneDNN primitive on weft's plain tensors: a LayoutKernel whose formats already match.
+class OnednnKernel : public LayoutKernel {
+ public:
+  // args: oneDNN argument id -> descriptor; bind: argument id -> +1+i input i, -1-i output i
+  OnednnKernel(dnnl::primitive p, const std::vector<std::pair<int, dnnl::memory::desc>>& args,
+               const std::vector<std::pair<int, int>>& bind);
 };
 
 // Catches oneDNN's refusal to build a primitive and turns it into a why_not reason.

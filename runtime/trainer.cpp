@@ -178,7 +178,10 @@ Tensor Session::evaluate(const std::string& output, int64_t n, const std::string
   auto it = model.outputs.find(output);
   if (it == model.outputs.end())
     throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
-  BoundPlan b = bind_plan({it->second}, n);
+  auto cached = eval_plans_.find({output, n});
+  if (cached == eval_plans_.end())
+    cached = eval_plans_.emplace(std::pair{output, n}, bind_plan({it->second}, n)).first;
+  BoundPlan& b = cached->second;
   std::vector<int64_t> examples;
   const Dataset* d = reads_data(b) ? dataset(split) : nullptr;
   if (d) {

@@ -71,6 +71,7 @@ class Session {
   void fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<int64_t>* examples,
                    const Dataset* d);
   std::map<std::string, std::unique_ptr<Dataset>> data_;
+  std::map<std::pair<std::string, int64_t>, BoundPlan> eval_plans_;  // evaluate(): compiled once
   std::unique_ptr<Batcher> batcher_;
   int data_draws_per_step_ = 0;
 };
