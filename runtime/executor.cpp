@@ -1,9 +1,11 @@
 #include "runtime/executor.h"
 
+#include <fmt/format.h>
 #include <tbb/task_group.h>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <memory>
 
 namespace weft {
@@ -65,6 +67,40 @@ void run_plan(Plan& plan, const RunContext& ctx, bool parallel, StepTimes* times
   for (int i = 0; i < n; ++i)
     if (plan.steps[i].num_deps == 0) tg.run([&go, i] { go(i); });
   tg.wait();  // rethrows the first exception of a step; the others are cancelled
+}
+
+int64_t first_non_finite(const Tensor& t) {
+  if (!t.defined() || t.device() != Device::cpu()) return -1;
+  const int64_t n = t.numel();
+  auto scan = [n](const auto* p) -> int64_t {
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(p[i])) return i;
+    return -1;
+  };
+  return t.dtype() == DType::f32 ? scan(t.data<float>()) : scan(t.data<double>());
+}
+
+NonFinite::NonFinite(std::string node_, std::string op_, int output_, int64_t element_,
+                     double value_)
+    : std::runtime_error(fmt::format("node '{}' ({}) wrote {} to element {} of output {}", node_,
+                                     op_, value_, element_, output_)),
+      node(std::move(node_)),
+      op(std::move(op_)),
+      output(output_),
+      element(element_),
+      value(value_) {}
+
+void run_plan_checked(Plan& plan, const RunContext& ctx) {
+  Runner r{plan, ctx, nullptr};
+  for (int i = 0; i < int(plan.steps.size()); ++i) {
+    r.exec(i);
+    const PlanStep& st = plan.steps[i];
+    for (size_t o = 0; o < st.args.out.size(); ++o) {
+      const Tensor& t = *st.args.out[o];
+      const int64_t bad = first_non_finite(t);
+      if (bad >= 0) throw NonFinite(st.name, st.op, int(o), bad, t.at(bad));
+    }
+  }
 }
 
 }  // namespace weft

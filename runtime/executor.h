@@ -3,6 +3,8 @@
 // data gradients) run side by side. The threading policy lives in threading.h.
 #pragma once
 
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "runtime/plan.h"
@@ -15,5 +17,20 @@ struct StepTimes {
 };
 
 void run_plan(Plan& plan, const RunContext& ctx, bool parallel, StepTimes* times = nullptr);
+
+// Runs the plan's steps in order and checks after each one that its outputs are finite
+// (--check-numerics). Throws NonFinite for the first step whose output is not.
+void run_plan_checked(Plan& plan, const RunContext& ctx);
+
+// The first element of a host tensor that is NaN or infinite, or -1.
+int64_t first_non_finite(const Tensor& t);
+
+struct NonFinite : std::runtime_error {
+  NonFinite(std::string node_, std::string op_, int output_, int64_t element_, double value_);
+  std::string node, op;
+  int output;
+  int64_t element;
+  double value;
+};
 
 }  // namespace weft

@@ -15,6 +15,10 @@ struct ThreadPolicy {
   bool parallel = false;  // run independent steps side by side on TBB
 };
 
+// Makes OpenMP's threads sleep at once when they wait (OMP_WAIT_POLICY=passive) unless the
+// user chose a policy, by executing the program again with it set; call first in main().
+void use_passive_openmp_wait(char** argv);
+
 // Applies the policy to TBB and OpenMP for the whole process; returns the thread count.
 int apply_threads(const ThreadPolicy& p);
 

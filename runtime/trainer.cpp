@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -14,6 +15,7 @@
 #include "runtime/files.h"
 #include "runtime/init.h"
 #include "runtime/rng.h"
+#include "runtime/run_folder.h"
 
 namespace weft {
 
@@ -33,6 +35,16 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
     initialize(t, p.init, p.fan_in, p.fan_out, opt.seed, p.name);
     params[p.name] = t;
   }
+  // Each train.log value is computed by the first phase whose loss depends on it, with the
+  // parameters as that phase sees them; a value that no loss depends on (a diagnostic such
+  // as a gradient norm or an accuracy) is computed by the first phase, before any update.
+  std::vector<size_t> log_phase(model.train.log.size(), 0);
+  for (size_t li = 0; li < model.train.log.size(); ++li)
+    for (size_t pi = model.train.phases.size(); pi-- > 0;) {
+      auto needed = model.graph.ancestors({model.train.phases[pi].loss});
+      if (std::binary_search(needed.begin(), needed.end(), model.train.log[li].second.node))
+        log_phase[li] = pi;
+    }
   Builder b(model.graph);
   for (const PhaseSpec& ps : model.train.phases) {
     Phase ph;
@@ -49,17 +61,11 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
     }
     std::vector<ValueId> targets{ps.loss};
     targets.insert(targets.end(), ph.grads.begin(), ph.grads.end());
-    auto needed = model.graph.ancestors({ps.loss});
-    for (size_t li = 0; li < model.train.log.size(); ++li) {
-      ValueId v = model.train.log[li].second;
-      bool first = std::none_of(phases.begin(), phases.end(), [&](const Phase& p) {
-        return std::any_of(p.logs.begin(), p.logs.end(), [&](auto& l) { return l.first == li; });
-      });
-      if (first && std::binary_search(needed.begin(), needed.end(), v.node)) {
+    for (size_t li = 0; li < model.train.log.size(); ++li)
+      if (log_phase[li] == phases.size()) {
         ph.logs.push_back({li, targets.size()});
-        targets.push_back(v);
+        targets.push_back(model.train.log[li].second);
       }
-    }
     ph.bound = bind_plan(targets, opt.batch);
     for (size_t k = 0; k < ph.grads.size(); ++k)
       ph.grad_tensors.push_back(&ph.bound.plan->target(1 + k));
@@ -140,6 +146,36 @@ void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<in
   }
 }
 
+// --check-numerics: the first plan step whose output is not finite, named with its op and
+// the place in the graph file that defined it.
+void Session::run_checked(Phase& ph, size_t pi, const RunContext& ctx) {
+  try {
+    run_plan_checked(*ph.bound.plan, ctx);
+  } catch (const NonFinite& e) {
+    int id = model.graph.find(e.node);
+    std::string at = id >= 0 ? model.graph.nodes[size_t(id)].where : "";
+    throw Error(
+        model.file, at.empty() ? ph.spec.where : at,
+        fmt::format("step {}, phase {} (minimize {}): node '{}' ({}) is the first whose "
+                    "output is not finite: element {} of output {} is {}; every value "
+                    "it reads is finite",
+                    step + 1, pi, ph.spec.loss_name, e.node, e.op, e.element, e.output, e.value));
+  }
+}
+
+void Session::check_params(const Phase& ph, size_t pi) const {
+  for (size_t k = 0; k < ph.param_tensors.size(); ++k) {
+    const int64_t bad = first_non_finite(ph.param_tensors[k]);
+    if (bad < 0) continue;
+    const ModelParam* p = model.param(ph.spec.params[k]);
+    throw Error(model.file, ph.spec.where,
+                fmt::format("step {}, phase {} (minimize {}): parameter '{}' is {} at element {} "
+                            "after the optimizer's update, though its gradient was finite",
+                            step + 1, pi, ph.spec.loss_name, p ? p->name : ph.spec.params[k],
+                            ph.param_tensors[k].at(bad), bad));
+  }
+}
+
 std::vector<double> Session::train_step(StepTimes* times) {
   std::vector<double> losses;
   int draw = 0;
@@ -156,10 +192,14 @@ std::vector<double> Session::train_step(StepTimes* times) {
       fill_inputs(ph.bound, stream_key(opt.seed, uint64_t(step), where), examples, d);
       auto t1 = std::chrono::steady_clock::now();
       RunContext ctx{opt.seed, uint64_t(step), where, true};
-      run_plan(*ph.bound.plan, ctx, opt.parallel, times);
+      if (opt.check_numerics)
+        run_checked(ph, pi, ctx);
+      else
+        run_plan(*ph.bound.plan, ctx, opt.parallel, times);
       auto t2 = std::chrono::steady_clock::now();
       ph.opt->step(ph.param_tensors, ph.grad_tensors);
       auto t3 = std::chrono::steady_clock::now();
+      if (opt.check_numerics) check_params(ph, pi);
       input_seconds += std::chrono::duration<double>(t1 - t0).count();
       optimizer_seconds += std::chrono::duration<double>(t3 - t2).count();
     }
@@ -262,20 +302,56 @@ bool write_samples(Session& s, int64_t n, const std::string& path) {
   return true;
 }
 
-std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_in,
+namespace {
+
+// SIGINT and SIGTERM ask the training loop to stop after the current step. The first signal
+// restores the default action, so a second one ends the process at once.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  std::signal(sig, SIG_DFL);
+}
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    int_ = std::signal(SIGINT, on_stop_signal);
+    term_ = std::signal(SIGTERM, on_stop_signal);
+  }
+  ~StopSignals() {
+    std::signal(SIGINT, int_);
+    std::signal(SIGTERM, term_);
+  }
+  int received() const { return int(g_stop_signal); }
+
+ private:
+  void (*int_)(int) = SIG_DFL;
+  void (*term_)(int) = SIG_DFL;
+};
+
+// A loss that grows this many times beyond its first value (or beyond 1 when that is
+// smaller) is worth a warning: the run is likely diverging, long before it overflows.
+constexpr double kDivergence = 1e6;
+
+}  // namespace
+
+std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
                                       const TrainOptions& to) {
-  namespace fs = std::filesystem;
   if (m.train.phases.empty())  // before anything is written
     throw Error(m.file, "/train",
                 "the graph has no \"train\" section with phases: nothing to train");
-  std::error_code ec;
-  fs::create_directories(to.out_dir, ec);
-  if (ec) throw Error(to.out_dir, "", "cannot create the run folder: " + ec.message());
-  const std::string ckpt = to.out_dir + "/checkpoint.safetensors",
-                    metrics = to.out_dir + "/metrics.csv";
-  SessionOptions so = so_in;
-  if (to.resume && !fs::exists(ckpt)) throw Error(ckpt, "", "no checkpoint to resume from");
+  RunFolder folder(to.out_dir, to.resume      ? RunFolder::Mode::resume
+                               : to.overwrite ? RunFolder::Mode::overwrite
+                                              : RunFolder::Mode::fresh);
+  const std::string ckpt = folder.path("checkpoint.safetensors"),
+                    metrics = folder.path("metrics.csv");
+  // Everything that can fail on the user's input (plans, data, the checkpoint) is done
+  // before the first byte is written into the folder.
   auto s = std::make_unique<Session>(m, so);
+  for (auto& ph : s->phases)
+    if (s->reads_data(ph.bound)) s->dataset(m.data.split);
   if (to.resume) s->load_checkpoint(ckpt);
   const int64_t steps = to.steps > 0 ? to.steps : m.train.steps;
   const int64_t log_every = to.log_every > 0 ? to.log_every : m.train.log_every;
@@ -295,9 +371,14 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
     std::getline(old, line);
     while (std::getline(old, line)) {
       if (line.empty()) continue;
-      if (std::stoll(line.substr(0, line.find(','))) <= s->step) kept += line + "\n";
+      const std::string first = line.substr(0, line.find(','));
+      char* end = nullptr;
+      const long long row = std::strtoll(first.c_str(), &end, 10);
+      if (end == first.c_str() || *end) continue;  // a torn last row of a killed run
+      if (row <= s->step) kept += line + "\n";
     }
   }
+  if (to.overwrite) folder.clear_previous_run();
   write_atomic(metrics, kept);
   std::ofstream out(metrics, std::ios::app);
 
@@ -305,16 +386,37 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now(), tlast = t0;
   const int64_t start = s->step;
-  int64_t since = 0;
+  int64_t since = 0, last_ckpt = to.resume ? s->step : -1;
   double rate = 0;
-  while (s->step < steps) {
+  std::vector<double> first_loss(s->phases.size(), std::nan(""));
+  std::vector<bool> warned(s->phases.size(), false);
+  StopSignals stop;
+  while (s->step < steps && !stop.received()) {
     std::vector<double> losses = s->train_step();
     const int64_t st = s->step;
-    for (size_t i = 0; i < s->phases.size(); ++i)
-      if (!std::isfinite(losses[i]))
-        throw Error(m.file, s->phases[i].spec.where,
-                    fmt::format("loss '{}' is {} at step {}; the last checkpoint is kept", names[i],
-                                losses[i], st));
+    for (size_t i = 0; i < s->phases.size(); ++i) {
+      if (!std::isfinite(losses[i])) {
+        out.flush();
+        throw Error(
+            m.file, s->phases[i].spec.where,
+            fmt::format("loss '{}' is {} at step {}; the run stopped. {}Run again with "
+                        "--check-numerics to find the first node whose value is not finite.",
+                        names[i], losses[i], st,
+                        last_ckpt >= 0 ? fmt::format("The checkpoint of step {} in {} is kept. ",
+                                                     last_ckpt, ckpt)
+                                       : "No checkpoint was written. "));
+      }
+      if (std::isnan(first_loss[i])) first_loss[i] = losses[i];
+      const double bound = kDivergence * std::max(1.0, std::abs(first_loss[i]));
+      if (!warned[i] && std::abs(losses[i]) > bound) {
+        warned[i] = true;
+        fmt::print(stderr,
+                   "{}weft: warning: loss '{}' is {:.3g} at step {}, more than {:g} times its "
+                   "first value ({:.3g}): the run is probably diverging (learning rate too "
+                   "high?)\n",
+                   tty ? "\n" : "", names[i], losses[i], st, kDivergence, first_loss[i]);
+      }
+    }
     ++since;
     auto now = clock::now();
     double dt = std::chrono::duration<double>(now - tlast).count();
@@ -326,6 +428,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
     out << st;
     for (double l : losses) out << ',' << fmt::format("{:.6g}", l);
     out << ',' << fmt::format("{:.1f}", rate) << '\n';
+    out.flush();  // a row per step, so the metrics can be followed as they come (tail -f)
     if (tty || (!to.quiet && (st % log_every == 0 || st == steps))) {
       double elapsed = std::chrono::duration<double>(now - t0).count();
       double eta = double(steps - st) * elapsed / double(std::max<int64_t>(1, st - start));
@@ -338,25 +441,34 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so_i
       else
         fmt::print(stderr, "{}\n", line);
     }
-    if (st % sample_every == 0 && st != steps) {
+    if (st % sample_every == 0 && st != steps && !stop.received()) {
       write_samples(*s, 64, fmt::format("{}/samples_step{:06d}.png", to.out_dir, st));
       out.flush();
-      save_loss_plot(metrics, to.out_dir + "/losses.svg");
+      save_loss_plot(metrics, folder.path("losses.svg"));
     }
-    if (st % ckpt_every == 0 && st != steps) {
+    if (st % ckpt_every == 0 && st != steps && !stop.received()) {
       out.flush();
       s->save_checkpoint(ckpt);
+      last_ckpt = st;
     }
   }
   if (tty) fmt::print(stderr, "\n");
   out.flush();
-  if (write_samples(*s, 64, to.out_dir + "/samples.png") && !to.quiet)
+  s->stopped_by = stop.received();
+  if (write_samples(*s, 64, folder.path("samples.png")) && !to.quiet && !s->stopped_by)
     fmt::print("samples: {}/samples.png\n", to.out_dir);
   s->save_checkpoint(ckpt);
-  save_loss_plot(metrics, to.out_dir + "/losses.svg");
-  if (!to.quiet)
+  save_loss_plot(metrics, folder.path("losses.svg"));
+  if (s->stopped_by) {
+    fmt::print(stderr,
+               "weft: stopped by {} after step {} of {}; the checkpoint and metrics are written.\n"
+               "Continue with: weft train {} --out {} --resume --steps {}\n",
+               s->stopped_by == SIGINT ? "SIGINT" : "SIGTERM", s->step, steps, m.file, to.out_dir,
+               steps);
+  } else if (!to.quiet) {
     fmt::print("checkpoint: {}\nmetrics: {} (plotted in {}/losses.svg)\n", ckpt, metrics,
                to.out_dir);
+  }
   return s;
 }
 

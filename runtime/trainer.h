@@ -20,7 +20,8 @@ struct SessionOptions {
   uint64_t seed = 0;
   DType dtype = DType::f32;
   bool parallel = false;
-  std::string data_dir;  // "": default_data_dir()
+  std::string data_dir;         // "": default_data_dir()
+  bool check_numerics = false;  // check every step's outputs and parameters for NaN and Inf
 };
 
 // A compiled plan with the input tensors bound to it.
@@ -38,6 +39,7 @@ class Session {
   SessionOptions opt;
   std::map<std::string, Tensor> params;
   int64_t step = 0;
+  int stopped_by = 0;  // the signal that stopped run_training, or 0
 
   // Seconds spent filling inputs and in optimizers, summed over steps (for weft bench).
   double input_seconds = 0, optimizer_seconds = 0;
@@ -64,10 +66,12 @@ class Session {
   };
   std::vector<Phase> phases;
   const Dataset* dataset(const std::string& split);
+  bool reads_data(const BoundPlan& b) const;
 
  private:
   BoundPlan bind_plan(const std::vector<ValueId>& targets, int64_t batch);
-  bool reads_data(const BoundPlan& b) const;
+  void run_checked(Phase& ph, size_t pi, const RunContext& ctx);
+  void check_params(const Phase& ph, size_t pi) const;
   void fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<int64_t>* examples,
                    const Dataset* d);
   std::map<std::string, std::unique_ptr<Dataset>> data_;
@@ -80,12 +84,15 @@ struct TrainOptions {
   int64_t steps = 0;  // 0: the graph's train.steps
   std::string out_dir = "runs/default";
   bool resume = false;
+  bool overwrite = false;  // replace a run already in out_dir
   bool quiet = false;
   int64_t log_every = 0, sample_every = 0, checkpoint_every = 0;  // 0: the graph's
 };
 
 // Trains, writing DIR/metrics.csv, DIR/samples.png (and per-step grids) and
-// DIR/checkpoint.safetensors. Returns the session at the end.
+// DIR/checkpoint.safetensors. Returns the session at the end. SIGINT or SIGTERM stops the
+// run at the end of the current step with its checkpoint and metrics written;
+// `stopped_by` then holds the signal's number.
 std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
                                       const TrainOptions& to);
 

@@ -55,10 +55,12 @@ SessionOptions session_options(const Model& m, const Common& o) {
 }
 
 // ---- train --------------------------------------------------------------------------
-int cmd_train(const Common& o, const TrainOptions& to) {
+int cmd_train(const Common& o, const TrainOptions& to, bool check_numerics) {
   Model m = load_model(o.graph);
-  run_training(m, session_options(m, o), to);
-  return 0;
+  SessionOptions so = session_options(m, o);
+  so.check_numerics = check_numerics;
+  auto s = run_training(m, so, to);
+  return s->stopped_by ? 128 + s->stopped_by : 0;  // the shell's convention for a signal
 }
 
 // ---- check --------------------------------------------------------------------------
@@ -224,6 +226,7 @@ int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes)
 }  // namespace
 
 int main(int argc, char** argv) {
+  use_passive_openmp_wait(argv);  // see runtime/threading.h: a busy machine must not stall us
   CLI::App app{"weft: train generative models written as JSON graphs"};
   app.require_subcommand(1);
   Common o;
@@ -240,12 +243,17 @@ int main(int argc, char** argv) {
   train->add_option("--out", to.out_dir, "run folder: metrics, samples, checkpoint")
       ->capture_default_str();
   train->add_flag("--resume", to.resume, "continue from the run folder's checkpoint");
+  train->add_flag("--overwrite", to.overwrite, "replace the run already in the run folder")
+      ->excludes(train->get_option("--resume"));
+  bool check_numerics = false;
+  train->add_flag("--check-numerics", check_numerics,
+                  "check every node's output for NaN and Inf; name the first that is not finite");
   train->add_option("--sample-every", to.sample_every, "write a sample grid every N steps");
   train->add_option("--checkpoint-every", to.checkpoint_every, "write a checkpoint every N steps");
   train->add_option("--log-every", to.log_every,
                     "print progress every N steps (when not a terminal)");
   train->add_flag("--quiet", to.quiet, "print nothing but errors");
-  table["train"] = [&] { return cmd_train(o, to); };
+  table["train"] = [&] { return cmd_train(o, to, check_numerics); };
 
   auto* check = app.add_subcommand("check", "validate a graph; print shapes, parameters and FLOPs");
   add_common(check, o);

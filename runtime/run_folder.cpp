@@ -1,0 +1,93 @@
+#include "runtime/run_folder.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/error.h"
+
+namespace weft {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Files a run writes: what marks a folder as holding a run, and what --overwrite replaces.
+bool is_run_file(const std::string& name) {
+  return name == "metrics.csv" || name == "checkpoint.safetensors" || name == "losses.svg" ||
+         name == "samples.png" ||
+         (name.rfind("samples_step", 0) == 0 && name.size() > 16 &&
+          name.substr(name.size() - 4) == ".png");
+}
+
+// write_atomic's temporaries are "NAME.tmp.PID"; with the lock held, none can be in use.
+bool is_temporary(const std::string& name) {
+  auto at = name.rfind(".tmp.");
+  if (at == std::string::npos || at + 5 >= name.size()) return false;
+  return name.find_first_not_of("0123456789", at + 5) == std::string::npos;
+}
+
+}  // namespace
+
+RunFolder::RunFolder(std::string dir, Mode mode) : dir_(std::move(dir)) {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) throw Error(dir_, "", "cannot create the run folder: " + ec.message());
+  const std::string lock = path(".lock");
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0)
+    throw Error(dir_, "",
+                fmt::format("cannot open the run folder's lock: {}", std::strerror(errno)));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    std::string owner;
+    std::ifstream(lock) >> owner;
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    throw Error(dir_, "",
+                fmt::format("another weft run{} is writing into this folder; wait for it to end "
+                            "or pass another --out",
+                            owner.empty() ? "" : " (process " + owner + ")"));
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_, 0) == 0 && ::write(lock_fd_, pid.data(), pid.size()) < 0) {
+    // The pid is only a courtesy for the message above; the lock is what counts.
+  }
+
+  bool has_run = false;
+  for (auto& e : fs::directory_iterator(dir_, ec)) {
+    const std::string name = e.path().filename().string();
+    if (is_temporary(name)) {
+      fs::remove(e.path(), ec);
+      continue;
+    }
+    has_run = has_run || is_run_file(name);
+  }
+  const bool has_checkpoint = fs::exists(path("checkpoint.safetensors"));
+  if (mode == Mode::resume && !has_checkpoint)
+    throw Error(path("checkpoint.safetensors"), "", "no checkpoint to resume from");
+  if (mode == Mode::fresh && has_run)
+    throw Error(dir_, "",
+                has_checkpoint
+                    ? "the folder holds a run already: pass --resume to continue it, --overwrite "
+                      "to start again in its place, or another --out"
+                    : "the folder holds files of an earlier run (metrics.csv, samples): pass "
+                      "--overwrite to replace them, or another --out");
+}
+
+RunFolder::~RunFolder() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+}
+
+void RunFolder::clear_previous_run() const {
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(dir_, ec))
+    if (is_run_file(e.path().filename().string())) fs::remove(e.path(), ec);
+}
+
+}  // namespace weft

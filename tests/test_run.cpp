@@ -1,0 +1,228 @@
+// A training run as a user lives it, through the runner: the run folder (locked, never
+// overwritten by accident, never truncated by a run that fails to start, cleaned of a killed
+// run's temporaries), signals (stop after the step with a checkpoint, resume bit for bit),
+// logged diagnostics, and values that stop being finite.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "runtime/files.h"
+
+using namespace weft;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kWeft = WEFT_BINARY;
+
+std::string graph(const std::string& name) {
+  return std::string(WEFT_SOURCE_DIR) + "/graphs/" + name;
+}
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("weft_run_" + name);
+  fs::remove_all(p);
+  return p;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Runs a shell command; returns its exit status and puts stdout + stderr into `out`.
+int run(const std::string& cmd, std::string& out) {
+  std::string log = (fs::temp_directory_path() / "weft_run_cmd.txt").string();
+  int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
+  out = slurp(log);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+size_t metric_rows(const fs::path& csv) {
+  std::ifstream f(csv);
+  size_t n = 0;
+  for (std::string line; std::getline(f, line);) n += !line.empty();
+  return n > 0 ? n - 1 : 0;
+}
+
+// A small graph written into `dir`: an autoencoder on real Fashion-MNIST whose train.log
+// holds a value no loss depends on, and optionally a node that is not finite.
+fs::path write_graph(const fs::path& dir, const std::string& extra_nodes,
+                     const std::string& loss_in, const std::string& log) {
+  fs::create_directories(dir);
+  fs::path p = dir / "g.json";
+  std::ofstream(p) << R"({
+  "weft": 1, "name": "small-ae",
+  "data": {"dataset": "fashion-mnist", "split": "train", "range": [0, 1]},
+  "inputs": {"x": {"shape": ["B", 784], "from": "data.images"}},
+  "nets": {
+    "E": {"in": ["x"], "layers": [{"op": "linear", "units": 16}, {"op": "sigmoid"}]},
+    "Dec": {"in": ["h"], "layers": [{"op": "linear", "units": 784}, {"op": "sigmoid"}]}
+  },
+  "nodes": [
+    {"id": "code", "call": "E", "in": ["x"]},
+    {"id": "recon", "call": "Dec", "in": ["code"]},
+    {"id": "recon_error", "op": "mse", "in": ["recon", "x"]},
+    {"id": "code_mean", "op": "mean", "in": ["code"]})" +
+                          extra_nodes + R"(,
+    {"id": "loss", "op": "add", "in": [)" +
+                          loss_in + R"(]}
+  ],
+  "train": {"batch": 32, "steps": 20, "seed": 3, "log": [)" +
+                          log + R"(],
+    "phases": [{"minimize": "loss", "params": ["E", "Dec"], "optimizer": {"adam": {"lr": 1e-3}}}]},
+  "outputs": {"samples": "recon"}
+})";
+  return p;
+}
+
+fs::path plain_graph(const fs::path& dir) {
+  return write_graph(dir, "", R"("recon_error", 0)", R"("code_mean")");
+}
+
+}  // namespace
+
+TEST_CASE("a run folder holds one run: refused, replaced on request, locked, cleaned") {
+  fs::path dir = fresh_dir("folder");
+  fs::path g = plain_graph(dir / "graph");
+  fs::path out = dir / "out";
+  std::string log;
+  const std::string train = kWeft + " train " + g.string() + " --quiet --out " + out.string();
+  REQUIRE(run(train + " --steps 5", log) == 0);
+  const std::string metrics = slurp(out / "metrics.csv");
+  CHECK(metric_rows(out / "metrics.csv") == 5);
+
+  // A second run into the same folder would mix two runs: refused, nothing touched.
+  CHECK(run(train + " --steps 7", log) == 2);
+  CHECK(log.find("the folder holds a run already: pass --resume to continue it, --overwrite") !=
+        std::string::npos);
+  CHECK(slurp(out / "metrics.csv") == metrics);
+
+  // A run that fails to start (no data) leaves the old run as it was, even with --overwrite.
+  CHECK(run(train + " --steps 7 --overwrite --data " + (dir / "no_such_folder").string(), log) ==
+        2);
+  CHECK(log.find("no_such_folder") != std::string::npos);
+  CHECK(slurp(out / "metrics.csv") == metrics);
+
+  // --overwrite replaces it, and a killed run's temporary is removed.
+  std::ofstream(out / "checkpoint.safetensors.tmp.4194303") << "half a checkpoint";
+  CHECK(run(train + " --steps 7 --overwrite", log) == 0);
+  CHECK(metric_rows(out / "metrics.csv") == 7);
+  CHECK(!fs::exists(out / "checkpoint.safetensors.tmp.4194303"));
+
+  // While another process holds the folder, a run is refused before it writes anything.
+  int fd = ::open((out / ".lock").c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  CHECK(run(train + " --steps 9 --resume", log) == 2);
+  CHECK(log.find("another weft run") != std::string::npos);
+  ::close(fd);
+  CHECK(run(train + " --steps 9 --resume", log) == 0);
+  CHECK(metric_rows(out / "metrics.csv") == 9);
+}
+
+TEST_CASE("SIGINT and SIGTERM stop after the step with a checkpoint; the resumed run is exact") {
+  fs::path dir = fresh_dir("signal");
+  fs::path g = plain_graph(dir / "graph");
+  const std::string base =
+      kWeft + " train " + g.string() + " --quiet --threads 1 --batch 128 --steps 800";
+  std::string log;
+  REQUIRE(run(base + " --out " + (dir / "whole").string(), log) == 0);
+
+  for (int sig : {SIGINT, SIGTERM}) {
+    fs::path out = dir / ("stopped" + std::to_string(sig));
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      std::string cmd = base + " --checkpoint-every 100000 --out " + out.string() + " 2> " +
+                        (dir / "stderr.txt").string();
+      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+      _exit(127);
+    }
+    // Wait until it has trained some steps (and written no checkpoint yet), then signal.
+    for (int i = 0; i < 600 && metric_rows(out / "metrics.csv") < 3; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::kill(pid, sig);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 128 + sig);
+    const std::string err = slurp(dir / "stderr.txt");
+    CHECK(err.find(sig == SIGINT ? "stopped by SIGINT" : "stopped by SIGTERM") !=
+          std::string::npos);
+    CHECK(err.find("--resume") != std::string::npos);
+    SafetensorsFile f = load_safetensors((out / "checkpoint.safetensors").string());
+    const size_t rows = metric_rows(out / "metrics.csv");
+    CHECK(f.metadata.at("step") == std::to_string(rows));
+    CHECK(rows < 800);
+
+    REQUIRE(run(base + " --resume --out " + out.string(), log) == 0);
+    CHECK(slurp(out / "checkpoint.safetensors") == slurp(dir / "whole" / "checkpoint.safetensors"));
+  }
+}
+
+TEST_CASE("train.log values that no loss needs are computed") {
+  fs::path dir = fresh_dir("log");
+  fs::path g = plain_graph(dir / "graph");
+  std::string log;
+  REQUIRE(run(kWeft + " train " + g.string() + " --quiet --steps 3 --out " + (dir / "out").string(),
+              log) == 0);
+  std::ifstream f(dir / "out" / "metrics.csv");
+  std::string header, row;
+  std::getline(f, header);
+  CHECK(header == "step,loss,code_mean,samples_per_s");
+  while (std::getline(f, row)) {
+    std::stringstream ss(row);
+    std::string step, loss, mean;
+    std::getline(ss, step, ',');
+    std::getline(ss, loss, ',');
+    std::getline(ss, mean, ',');
+    INFO(row);
+    const double m = std::stod(mean);
+    CHECK(m > 0.0);  // the mean of a sigmoid code: strictly inside (0, 1)
+    CHECK(m < 1.0);
+  }
+}
+
+TEST_CASE("values that are not finite: a true message, and --check-numerics names the node") {
+  fs::path dir = fresh_dir("numerics");
+  // log(x - 2) is NaN for every pixel in [0, 1]; it enters the loss.
+  fs::path g = write_graph(dir / "graph",
+                           R"(, {"id": "bad", "op": "log", "in": [{"op": "sub", "in": ["x", 2]}]})",
+                           R"("recon_error", {"op": "mean", "in": ["bad"]})", R"("code_mean")");
+  const std::string train = kWeft + " train " + g.string() + " --quiet --steps 5 --out ";
+  std::string log;
+  CHECK(run(train + (dir / "a").string(), log) == 2);
+  CHECK(log.find("loss 'loss' is nan at step 1; the run stopped. No checkpoint was written.") !=
+        std::string::npos);
+  CHECK(!fs::exists(dir / "a" / "checkpoint.safetensors"));
+
+  CHECK(run(train + (dir / "b").string() + " --check-numerics", log) == 2);
+  CHECK(log.find("/nodes/4") != std::string::npos);  // where "bad" is defined
+  CHECK(log.find("node 'bad' (log) is the first whose output is not finite") != std::string::npos);
+
+  // A diverging run (a learning rate of 1e4) is warned about before it overflows.
+  fs::path m = dir / "mlp_gan.json";
+  std::string text = slurp(graph("mlp_gan.json"));
+  for (size_t at = text.find("\"lr\": 2e-4"); at != std::string::npos;
+       at = text.find("\"lr\": 2e-4"))
+    text.replace(at, 10, "\"lr\": 1e4");
+  std::ofstream(m) << text;
+  int rc = run(kWeft + " train " + m.string() + " --quiet --steps 60 --out " + (dir / "c").string(),
+               log);
+  INFO(log);
+  CHECK(log.find("the run is probably diverging") != std::string::npos);
+  if (rc != 0) CHECK(log.find("is nan at step") != std::string::npos);
+}
