@@ -192,7 +192,23 @@ class Registry {
   std::vector<const OpDef*> all() const;  // sorted by name
 
  private:
+  friend class ScopedOp;
+  void remove(const std::string& name);
   std::map<std::string, std::unique_ptr<OpDef>> ops_;
+};
+
+// Registers an op for its own lifetime and removes it again, so that a test leaves the
+// registry as it found it. Graphs and plans that use the op must be gone before it is.
+class ScopedOp {
+ public:
+  explicit ScopedOp(const OpDef& def);
+  ~ScopedOp();
+  ScopedOp(const ScopedOp&) = delete;
+  ScopedOp& operator=(const ScopedOp&) = delete;
+  const OpDef& def() const;
+
+ private:
+  std::string name_;
 };
 
 struct OpRegistrar {
