@@ -127,6 +127,12 @@ struct OpTest {
   int order = 1;                                  // 2: also checked at second order
   std::vector<int> no_grad_inputs;                // inputs not differentiated (index inputs)
   std::vector<std::pair<std::vector<Dims>, json>> extra;  // more cases, each with its attributes
+  // The f32 kernel dispatch must pick ("onednn"), so that a fast kernel declining every node
+  // does not go unnoticed behind the reference kernel; empty where the reference is the only
+  // one. Cases it is known not to take (indices into cases, then extra) are listed apart,
+  // and there it must decline.
+  std::string expect_kernel;
+  std::vector<int> declined_cases;
 };
 
 class OpDef {
