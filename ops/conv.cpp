@@ -349,7 +349,8 @@ WEFT_OP(conv2d)
                      {{{1, 4, 5, 5}, {6, 2, 3, 3}, {6}}, {{"groups", 2}, {"pad", 1}}},
                      {{{1, 2, 7, 7}, {3, 2, 3, 3}},
                       {{"dilation", 2}, {"pad", {1, 2}}, {"stride", {2, 1}}}},
-                     {{{2, 1, 8, 8}, {4, 1, 4, 4}, {4}}, {{"stride", 2}, {"pad", 1}}}}});
+                     {{{2, 1, 8, 8}, {4, 1, 4, 4}, {4}}, {{"stride", 2}, {"pad", 1}}}},
+           .expect_kernel = "onednn"});
 
 WEFT_OP(conv_transpose2d)
     .doc(
@@ -377,10 +378,11 @@ WEFT_OP(conv_transpose2d)
     .test({.cases = {{{2, 3, 4, 4}, {3, 2, 4, 4}, {2}}},
            .attrs = {{"stride", 2}, {"pad", 1}},
            .order = 2,
-           .extra = {
-               {{{1, 2, 3, 3}, {2, 3, 3, 3}}, {{"stride", 2}, {"pad", 1}, {"output_padding", 1}}},
-               {{{1, 4, 3, 3}, {4, 1, 3, 3}, {2}}, {{"groups", 2}}},
-               {{{2, 3, 5, 5}, {3, 2, 3, 3}}, {{"pad", 1}}}}});
+           .extra = {{{{1, 2, 3, 3}, {2, 3, 3, 3}},
+                      {{"stride", 2}, {"pad", 1}, {"output_padding", 1}}},
+                     {{{1, 4, 3, 3}, {4, 1, 3, 3}, {2}}, {{"groups", 2}}},
+                     {{{2, 3, 5, 5}, {3, 2, 3, 3}}, {{"pad", 1}}}},
+           .expect_kernel = "onednn"});
 
 WEFT_OP(conv2d_backward_data)
     .doc("the adjoint of conv2d in x: dx from dy [N,O,OH,OW] and weight, shaped like `like`")
@@ -412,8 +414,8 @@ WEFT_OP(conv2d_backward_data)
            .attrs = kPad1,
            .order = 2,
            .no_grad_inputs = {2},
-           .extra = {
-               {{{1, 4, 3, 3}, {4, 1, 3, 3}, {1, 2, 7, 7}}, {{"stride", 2}, {"groups", 2}}}}});
+           .extra = {{{{1, 4, 3, 3}, {4, 1, 3, 3}, {1, 2, 7, 7}}, {{"stride", 2}, {"groups", 2}}}},
+           .expect_kernel = "onednn"});
 
 WEFT_OP(conv2d_backward_weights)
     .doc("the adjoint of conv2d in the weight: dw from x and dy, shaped like `like`")
@@ -444,7 +446,7 @@ WEFT_OP(conv2d_backward_weights)
            .attrs = kPad1,
            .order = 2,
            .no_grad_inputs = {2},
-           .extra = {
-               {{{1, 2, 7, 7}, {1, 4, 3, 3}, {4, 1, 3, 3}}, {{"stride", 2}, {"groups", 2}}}}});
+           .extra = {{{{1, 2, 7, 7}, {1, 4, 3, 3}, {4, 1, 3, 3}}, {{"stride", 2}, {"groups", 2}}}},
+           .expect_kernel = "onednn"});
 
 }  // namespace weft::ops

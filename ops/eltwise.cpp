@@ -62,7 +62,7 @@ WEFT_OP(relu)
     .grad([](GradContext& g) {  // dx = dy * [y > 0]
       return std::vector<Val>{g.op("relu_backward", {g.grad_output(), g.output()})};
     })
-    .test({.cases = kUnaryCases, .avoid = 0.05, .order = 2});
+    .test({.cases = kUnaryCases, .avoid = 0.05, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(relu_backward)
     .doc("dx of relu from dy and the forward output y: dy * [y > 0]")
@@ -76,7 +76,11 @@ WEFT_OP(relu_backward)
     .grad([](GradContext& g) {  // linear in dy; piecewise constant in y
       return std::vector<Val>{g.op("relu_backward", {g.grad_output(), g.input(1)}), Val{}};
     })
-    .test({.cases = {{{4, 7}, {4, 7}}}, .avoid = 0.05, .order = 2, .no_grad_inputs = {1}});
+    .test({.cases = {{{4, 7}, {4, 7}}},
+           .avoid = 0.05,
+           .order = 2,
+           .no_grad_inputs = {1},
+           .expect_kernel = "onednn"});
 
 WEFT_OP(leaky_relu)
     .doc("x if x > 0 else alpha * x")
@@ -99,7 +103,11 @@ WEFT_OP(leaky_relu)
       return std::vector<Val>{g.op("leaky_relu_backward", {g.grad_output(), g.output()},
                                    {{"alpha", g.attrs().at("alpha")}})};
     })
-    .test({.cases = kUnaryCases, .attrs = {{"alpha", 0.2}}, .avoid = 0.05, .order = 2});
+    .test({.cases = kUnaryCases,
+           .attrs = {{"alpha", 0.2}},
+           .avoid = 0.05,
+           .order = 2,
+           .expect_kernel = "onednn"});
 
 WEFT_OP(leaky_relu_backward)
     .doc("dx of leaky_relu from dy and the forward output y: dy * (y > 0 ? 1 : alpha)")
@@ -127,7 +135,8 @@ WEFT_OP(leaky_relu_backward)
            .attrs = {{"alpha", 0.2}},
            .avoid = 0.05,
            .order = 2,
-           .no_grad_inputs = {1}});
+           .no_grad_inputs = {1},
+           .expect_kernel = "onednn"});
 
 WEFT_OP(sigmoid)
     .doc("1 / (1 + exp(-x))")
@@ -139,7 +148,7 @@ WEFT_OP(sigmoid)
     .grad([](GradContext& g) {  // dx = dy * y * (1 - y)
       return std::vector<Val>{g.op("sigmoid_backward", {g.grad_output(), g.output()})};
     })
-    .test({.cases = kUnaryCases, .low = -4, .high = 4, .order = 2});
+    .test({.cases = kUnaryCases, .low = -4, .high = 4, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(sigmoid_backward)
     .doc("dx of sigmoid from dy and the forward output y: dy * y * (1 - y)")
@@ -155,7 +164,7 @@ WEFT_OP(sigmoid_backward)
       return std::vector<Val>{g.op("sigmoid_backward", {gg, y}),
                               g.needs(1) ? gg * dy * (1.0 - 2.0 * y) : Val{}};
     })
-    .test({.cases = {{{4, 7}, {4, 7}}}, .order = 2});
+    .test({.cases = {{{4, 7}, {4, 7}}}, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(tanh)
     .doc("tanh(x)")
@@ -167,7 +176,7 @@ WEFT_OP(tanh)
     .grad([](GradContext& g) {  // dx = dy * (1 - y^2)
       return std::vector<Val>{g.op("tanh_backward", {g.grad_output(), g.output()})};
     })
-    .test({.cases = kUnaryCases, .order = 2});
+    .test({.cases = kUnaryCases, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(tanh_backward)
     .doc("dx of tanh from dy and the forward output y: dy * (1 - y^2)")
@@ -183,7 +192,7 @@ WEFT_OP(tanh_backward)
       return std::vector<Val>{g.op("tanh_backward", {gg, y}),
                               g.needs(1) ? -2.0 * (gg * dy * y) : Val{}};
     })
-    .test({.cases = {{{4, 7}, {4, 7}}}, .order = 2});
+    .test({.cases = {{{4, 7}, {4, 7}}}, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(exp)
     .doc("exp(x)")
@@ -193,7 +202,7 @@ WEFT_OP(exp)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_exp), 1)
     .kernels(reference(unary_ref([](double x) { return std::exp(x); })))
     .grad([](GradContext& g) { return std::vector<Val>{g.grad_output() * g.output()}; })
-    .test({.cases = kUnaryCases, .order = 2});
+    .test({.cases = kUnaryCases, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(log)
     .doc("natural logarithm")
@@ -203,7 +212,7 @@ WEFT_OP(log)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_log), 1)
     .kernels(reference(unary_ref([](double x) { return std::log(x); })))
     .grad([](GradContext& g) { return std::vector<Val>{g.grad_output() / g.input(0)}; })
-    .test({.cases = kUnaryCases, .low = 0.5, .high = 3, .order = 2});
+    .test({.cases = kUnaryCases, .low = 0.5, .high = 3, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(square)
     .doc("x * x")
@@ -213,7 +222,7 @@ WEFT_OP(square)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_square), 1)
     .kernels(reference(unary_ref([](double x) { return x * x; })))
     .grad([](GradContext& g) { return std::vector<Val>{2.0 * (g.grad_output() * g.input(0))}; })
-    .test({.cases = kUnaryCases, .order = 2});
+    .test({.cases = kUnaryCases, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(sqrt)
     .doc("square root")
@@ -223,7 +232,7 @@ WEFT_OP(sqrt)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_sqrt), 1)
     .kernels(reference(unary_ref([](double x) { return std::sqrt(x); })))
     .grad([](GradContext& g) { return std::vector<Val>{(g.grad_output() * 0.5) / g.output()}; })
-    .test({.cases = kUnaryCases, .low = 0.5, .high = 3, .order = 2});
+    .test({.cases = kUnaryCases, .low = 0.5, .high = 3, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(abs)
     .doc("|x|")
@@ -235,7 +244,7 @@ WEFT_OP(abs)
     .grad([](GradContext& g) {
       return std::vector<Val>{g.grad_output() * g.op("sign", {g.input(0)})};
     })
-    .test({.cases = kUnaryCases, .avoid = 0.05, .order = 2});
+    .test({.cases = kUnaryCases, .avoid = 0.05, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(sign)
     .doc("-1, 0 or 1; its gradient is zero")
@@ -254,7 +263,7 @@ WEFT_OP(neg)
     .kernel(0, DType::f32, "onednn", onednn_eltwise(algorithm::eltwise_linear, -1.f, 0.f), 1)
     .kernels(reference(unary_ref([](double x) { return -x; })))
     .grad([](GradContext& g) { return std::vector<Val>{-g.grad_output()}; })
-    .test({.cases = kUnaryCases, .order = 2});
+    .test({.cases = kUnaryCases, .order = 2, .expect_kernel = "onednn"});
 
 WEFT_OP(softplus)
     .doc("log(1 + exp(x)), computed stably")

@@ -171,7 +171,9 @@ WEFT_OP(linear)
       return r;
     })
     .flops(linear_flops)
-    .test({.cases = {{{4, 3}, {5, 3}, {5}}, {{2, 6}, {3, 6}}}, .order = 2});
+    .test({.cases = {{{4, 3}, {5, 3}, {5}}, {{2, 6}, {3, 6}}},
+           .order = 2,
+           .expect_kernel = "onednn"});
 
 WEFT_OP(linear_act)
     .doc("linear followed by an activation, made by the fusion pass (one oneDNN primitive)")
@@ -191,7 +193,8 @@ WEFT_OP(linear_act)
     .kernels(reference(linear_ref))
     .flops(linear_flops)
     .test({.cases = {{{4, 3}, {5, 3}, {5}}},
-           .attrs = {{"activation", "leaky_relu"}, {"alpha", 0.2}}});
+           .attrs = {{"activation", "leaky_relu"}, {"alpha", 0.2}},
+           .expect_kernel = "onednn"});
 
 WEFT_OP(matmul)
     .doc("op(a) op(b) for 2-D a and b, op transposing where asked")
@@ -232,6 +235,7 @@ WEFT_OP(matmul)
            .order = 2,
            .extra = {{{{4, 3}, {4, 5}}, {{"transpose_a", true}}},
                      {{{3, 4}, {5, 4}}, {{"transpose_b", true}}},
-                     {{{4, 3}, {5, 4}}, {{"transpose_a", true}, {"transpose_b", true}}}}});
+                     {{{4, 3}, {5, 4}}, {{"transpose_a", true}, {"transpose_b", true}}}},
+           .expect_kernel = "onednn"});
 
 }  // namespace weft::ops

@@ -268,7 +268,8 @@ WEFT_OP(batch_norm)
     .flops([](const KernelInfo& i) { return 8.0 * double(numel(i.in[0])); })
     .test({.cases = {{{4, 3, 2, 2}, {3}, {3}, {3}, {3}}, {{5, 4}, {4}, {4}, {4}, {4}}},
            .ranges = {{-2, 2}, {0.5, 2}, {-1, 1}, {-1, 1}, {0.5, 2}},
-           .no_grad_inputs = {3, 4}});
+           .no_grad_inputs = {3, 4},
+           .expect_kernel = "onednn"});
 
 WEFT_OP(batch_norm_backward)
     .doc("dx, dgamma, dbeta of batch_norm in training, from dy, x, gamma and the batch statistics")
@@ -288,7 +289,8 @@ WEFT_OP(batch_norm_backward)
     .kernel(0, DType::f32, "onednn", onednn_bn_backward(), 1)
     .kernels(reference(bn_backward_ref))
     .test({.cases = {{{4, 3, 2, 2}, {4, 3, 2, 2}, {3}, {3}, {3}}},
-           .ranges = {{-2, 2}, {-2, 2}, {0.5, 2}, {-0.5, 0.5}, {0.5, 2}}});
+           .ranges = {{-2, 2}, {-2, 2}, {0.5, 2}, {-0.5, 0.5}, {0.5, 2}},
+           .expect_kernel = "onednn"});
 
 // layer_norm: y = (x - mean) / sqrt(var + eps) * gamma + beta over the last `axes` axes.
 WEFT_OP(layer_norm)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "runtime/autodiff.h"
 #include "runtime/executor.h"
@@ -164,32 +165,128 @@ std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dim
   return results;
 }
 
-std::vector<CheckResult> check_f32(const OpDef& def) {
-  std::vector<CheckResult> results;
-  uint64_t seed = 11;
-  for (const Case& c : cases_of(def, {}, nullptr)) {
-    Harness h(def, c, seed++, false);
-    std::vector<ValueId> targets;
-    for (auto& o : h.outs) targets.push_back(o.id);
-    auto ref = compile_plan(h.g, targets, h.opt);
-    PlanOptions o32 = h.opt;
-    o32.dtype = DType::f32;
-    for (auto& [k, v] : o32.bindings) v = v.to(DType::f32);
-    auto fast = compile_plan(h.g, targets, o32);
+namespace {
+
+// Where a run of a case ends: its outputs after a training run and then an inference run,
+// and the inputs its kernels update in place (batch norm's running statistics).
+struct Outcome {
+  std::vector<Tensor> values;
+  std::string kernels;  // "op:kernel" per step
+  std::string picked;   // the kernel of the op under test
+};
+
+// The plan's inputs are bound to copies of `start` in the plan's dtype, so every plan of a
+// case starts from the same values although kernels may update their inputs.
+Outcome run_case(const Graph& g, const std::vector<ValueId>& targets, const PlanOptions& start,
+                 DType dtype, const std::string& op, const std::vector<std::string>& mutated) {
+  PlanOptions o = start;
+  o.dtype = dtype;
+  for (auto& [k, v] : o.bindings) v = v.to(dtype);
+  auto plan = compile_plan(g, targets, o);
+  Outcome out;
+  std::vector<std::string> ks;
+  for (auto& st : plan->steps) {
+    ks.push_back(st.op + ":" + st.kernel_name);
+    if (st.op == op) out.picked = st.kernel_name;
+  }
+  out.kernels = fmt::format("{}", fmt::join(ks, " "));
+  for (bool training : {true, false}) {
     RunContext ctx;
     ctx.seed = 3;
-    run_plan(*ref, ctx, false);
-    run_plan(*fast, ctx, false);
-    CheckResult r{def.name, fmt::format("f32 vs f64 {}", case_str(c)), 0, 1e-5, {}, ""};
-    std::vector<std::string> ks;
-    for (auto& s : fast->steps) ks.push_back(s.op + ":" + s.kernel_name);
-    r.kernels = fmt::format("{}", fmt::join(ks, " "));
+    ctx.training = training;
+    run_plan(*plan, ctx, false);
     for (size_t j = 0; j < targets.size(); ++j)
-      for (int64_t i = 0; i < ref->target(j).numel(); ++i) {
-        double a = fast->target(j).at(i), b = ref->target(j).at(i);
-        r.worst = std::max(r.worst, std::abs(a - b) / std::max(1.0, std::abs(b)));
-      }
+      out.values.push_back(plan->target(j).to(DType::f64));
+  }
+  for (auto& name : mutated) out.values.push_back(o.bindings.at(name).to(DType::f64));
+  return out;
+}
+
+double worst_error(const Outcome& fast, const Outcome& ref) {
+  double worst = 0;
+  for (size_t j = 0; j < ref.values.size(); ++j)
+    for (int64_t i = 0; i < ref.values[j].numel(); ++i) {
+      double a = fast.values[j].at(i), b = ref.values[j].at(i);
+      worst = std::max(worst, std::abs(a - b) / std::max(1.0, std::abs(b)));
+    }
+  return worst;
+}
+
+}  // namespace
+
+std::vector<CheckResult> check_f32(const OpDef& def) {
+  std::vector<CheckResult> results;
+  if (!def.test_spec) return results;
+  const std::string& expected = def.test_spec->expect_kernel;
+  std::vector<const KernelEntry*> candidates;
+  for (const KernelEntry& e : def.kernel_list)
+    if (e.device_kind == Device::cpu().kind && e.dtype == DType::f32) candidates.push_back(&e);
+  std::vector<std::string> mutated;
+  for (int k : def.mutated_inputs) mutated.push_back(fmt::format("x{}", k));
+  const std::vector<Case> cases = cases_of(def, {}, nullptr);
+  for (int index = 0; index < int(cases.size()); ++index) {
+    const Case& c = cases[index];
+    Harness h(def, c, 11 + uint64_t(index), false);
+    std::vector<ValueId> targets;
+    for (auto& o : h.outs) targets.push_back(o.id);
+    const Outcome ref = run_case(h.g, targets, h.opt, DType::f64, def.name, mutated);
+
+    // What dispatch picks, as in training.
+    const Outcome dispatched = run_case(h.g, targets, h.opt, DType::f32, def.name, mutated);
+    CheckResult r{def.name, fmt::format("f32 vs f64 {}", case_str(c)), 0, 1e-5, {}, ""};
+    r.kernels = dispatched.kernels;
+    r.worst = worst_error(dispatched, ref);
+    const size_t dispatched_at = results.size();
     results.push_back(r);
+
+    // Every other candidate, forced by giving the node a copy of the op with that kernel
+    // alone; one that does not take the node says why in the planner's error.
+    std::map<std::string, std::string> declined;
+    for (const KernelEntry* e : candidates) {
+      if (e->name == dispatched.picked) continue;
+      OpDef only(def);
+      only.kernel_list = {*e};
+      Graph g = h.g;
+      for (Node& n : g.nodes)
+        if (n.def->name == def.name) n.def = &only;
+      Outcome forced;
+      try {
+        forced = run_case(g, targets, h.opt, DType::f32, def.name, mutated);
+      } catch (const Error& err) {
+        declined[e->name] = err.what();
+        continue;
+      }
+      CheckResult rc = r;
+      rc.what = fmt::format("{} with kernel {}", r.what, e->name);
+      rc.kernels = forced.kernels;
+      rc.worst = worst_error(forced, ref);
+      results.push_back(rc);
+    }
+
+    if (expected.empty()) continue;
+    const auto& known = def.test_spec->declined_cases;
+    const bool should_decline = std::find(known.begin(), known.end(), index) != known.end();
+    std::string& problem = results[dispatched_at].problem;
+    if (should_decline) {
+      if (dispatched.picked == expected)
+        problem = fmt::format(
+            "kernel '{}' takes case {}, which the test spec lists as declined; take it off the "
+            "list",
+            expected, index);
+      continue;
+    }
+    if (dispatched.picked == expected) continue;
+    if (std::none_of(candidates.begin(), candidates.end(),
+                     [&](const KernelEntry* e) { return e->name == expected; }))
+      problem =
+          fmt::format("the test spec expects kernel '{}', but op {} has no f32 kernel so named",
+                      expected, def.name);
+    else if (declined.count(expected))
+      problem = fmt::format("dispatch picked '{}', not '{}' as the test spec expects: {}",
+                            dispatched.picked, expected, declined[expected]);
+    else
+      problem = fmt::format("dispatch picked '{}' before '{}', which the test spec expects",
+                            dispatched.picked, expected);
   }
   return results;
 }

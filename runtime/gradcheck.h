@@ -16,12 +16,17 @@ struct CheckResult {
   double tolerance = 0;
   std::vector<double> per_input;  // worst error per input (gradient checks)
   std::string kernels;            // f32 kernels used (f32 checks)
-  bool ok() const { return worst <= tolerance; }
+  std::string problem;            // a failure that is no number: dispatch passed a kernel over
+  bool ok() const { return problem.empty() && worst <= tolerance; }
 };
 
 // Every case of the op's test spec (or `shapes`, when given, with the spec's attributes).
 std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dims>& shapes = {},
                                          const json& attrs = nullptr);
+// Per case: the f32 kernels dispatch picks, then every other f32 kernel that takes the node,
+// each against the f64 reference kernels, in training and in inference, outputs and inputs
+// updated in place alike. A case fails when dispatch picks another kernel than the spec's
+// expect_kernel.
 std::vector<CheckResult> check_f32(const OpDef& def);
 
 }  // namespace weft

@@ -266,6 +266,11 @@ void Registry::add_kernel(const std::string& op, const KernelEntry& k) {
   it->second->kernel(k.device_kind, k.dtype, k.name, k.make, k.priority);
 }
 
+void Registry::remove(const std::string& n) {
+  const size_t removed = ops_.erase(n);
+  WEFT_ASSERT(removed == 1, "removing op " + n + ", which is not registered");
+}
+
 const OpDef* Registry::find(const std::string& n) const {
   auto it = ops_.find(n);
   return it == ops_.end() ? nullptr : it->second.get();
@@ -278,6 +283,12 @@ std::vector<const OpDef*> Registry::all() const {
 }
 
 OpRegistrar::OpRegistrar(const OpDef& def) { Registry::get().add(def); }
+
+ScopedOp::ScopedOp(const OpDef& d) : name_(d.name) { Registry::get().add(d); }
+
+ScopedOp::~ScopedOp() { Registry::get().remove(name_); }
+
+const OpDef& ScopedOp::def() const { return *Registry::get().find(name_); }
 
 std::string op_signature(const OpDef& d) {
   std::vector<std::string> in;

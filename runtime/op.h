@@ -127,6 +127,12 @@ struct OpTest {
   int order = 1;                                  // 2: also checked at second order
   std::vector<int> no_grad_inputs;                // inputs not differentiated (index inputs)
   std::vector<std::pair<std::vector<Dims>, json>> extra;  // more cases, each with its attributes
+  // The f32 kernel dispatch must pick ("onednn"), so that a fast kernel declining every node
+  // does not go unnoticed behind the reference kernel; empty where the reference is the only
+  // one. Cases it is known not to take (indices into cases, then extra) are listed apart,
+  // and there it must decline.
+  std::string expect_kernel;
+  std::vector<int> declined_cases;
 };
 
 class OpDef {
@@ -192,7 +198,23 @@ class Registry {
   std::vector<const OpDef*> all() const;  // sorted by name
 
  private:
+  friend class ScopedOp;
+  void remove(const std::string& name);
   std::map<std::string, std::unique_ptr<OpDef>> ops_;
+};
+
+// Registers an op for its own lifetime and removes it again, so that a test leaves the
+// registry as it found it. Graphs and plans that use the op must be gone before it is.
+class ScopedOp {
+ public:
+  explicit ScopedOp(const OpDef& def);
+  ~ScopedOp();
+  ScopedOp(const ScopedOp&) = delete;
+  ScopedOp& operator=(const ScopedOp&) = delete;
+  const OpDef& def() const;
+
+ private:
+  std::string name_;
 };
 
 struct OpRegistrar {

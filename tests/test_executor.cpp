@@ -103,7 +103,7 @@ TEST_CASE("a kernel's error reaches the caller once, and the plan can run again"
       .kernel(0, DType::f32, "reference", fn_kernel([](const KernelInfo&, const KernelArgs& a) {
                 if (a.in[0]->at(0) < 0) throw std::runtime_error("negative input");
               }));
-  Registry::get().add(failing);
+  ScopedOp scoped(failing);
   Graph g;
   Builder b(g);
   PlanOptions opt;

@@ -1,16 +1,20 @@
 // The op sweep: every registered op has a test spec; every gradient rule matches central
 // finite differences in f64 (and at second order where the spec says so); every f32
-// kernel matches the f64 reference.
+// kernel matches the f64 reference, and dispatch picks the fast kernel a spec expects.
+// Ops made up here are registered for one test case only (ScopedOp), so the sweep never
+// meets them, in whatever order the cases run.
 #include <doctest/doctest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
 
 #include "runtime/autodiff.h"
 #include "runtime/gradcheck.h"
+#include "runtime/kernels.h"
 
 using namespace weft;
 
@@ -47,6 +51,7 @@ TEST_CASE("f32 kernels match the f64 reference") {
     if (kElsewhere.count(d->name) || !d->test_spec) continue;
     for (auto& r : check_f32(*d)) {
       INFO(r.op, " ", r.what, " kernels: ", r.kernels);
+      CHECK_MESSAGE(r.problem.empty(), r.problem);
       CHECK(r.worst <= r.tolerance);
     }
   }
@@ -61,10 +66,64 @@ TEST_CASE("a gradient check fails on a wrong gradient rule") {
       .kernels(Registry::get().find("square")->kernel_list)
       .grad([](GradContext& g) { return std::vector<Val>{g.grad_output() * g.input(0)}; })
       .test({.cases = {{{3}}}});
-  Registry::get().add(bad);
-  auto r = check_gradients(*Registry::get().find("test_bad_square"));
+  ScopedOp scoped(bad);  // the sweep over the registry must not meet this op
+  auto r = check_gradients(scoped.def());
   REQUIRE(r.size() == 1);
   CHECK(r[0].worst > 0.1);
+}
+
+// square's schema and kernels under another name, for checks that must fail.
+static OpDef square_like(const std::string& name) {
+  OpDef d(name);
+  d.input("x")
+      .output("y")
+      .shape([](const ShapeContext& c) { return std::vector<Shape>{c.in[0]}; })
+      .kernels(Registry::get().find("square")->kernel_list);
+  return d;
+}
+
+TEST_CASE("the f32 check measures every candidate kernel, not only the one dispatch picks") {
+  OpDef d = square_like("test_wrong_candidate");
+  // Dispatch never reaches it (oneDNN and the reference come first), yet it is checked.
+  d.kernel(0, DType::f32, "wrong", fn_kernel([](const KernelInfo&, const KernelArgs& a) {
+             for (int64_t i = 0; i < a.out[0]->numel(); ++i)
+               a.out[0]->set(i, 2 * a.in[0]->at(i) * a.in[0]->at(i));
+           }),
+           -1)
+      .test({.cases = {{{4, 7}}}, .expect_kernel = "onednn"});
+  ScopedOp scoped(d);
+  std::map<std::string, double> worst;
+  for (auto& r : check_f32(scoped.def())) {
+    CHECK_MESSAGE(r.problem.empty(), r.problem);
+    worst[r.what] = r.worst;
+  }
+  CHECK(worst.at("f32 vs f64 [4, 7]") < 1e-6);  // oneDNN, picked
+  CHECK(worst.at("f32 vs f64 [4, 7] with kernel reference") < 1e-6);
+  CHECK(worst.at("f32 vs f64 [4, 7] with kernel wrong") > 0.1);
+}
+
+TEST_CASE("the f32 check fails when dispatch passes the expected kernel over") {
+  OpDef d = square_like("test_declining");
+  // square's oneDNN kernel gives way to one that declines every node.
+  std::erase_if(d.kernel_list, [](const KernelEntry& e) { return e.name == "onednn"; });
+  d.kernel(
+       0, DType::f32, "onednn",
+       [](const KernelInfo&, std::string& why_not) -> std::unique_ptr<Kernel> {
+         why_not = "this layout is not supported";
+         return nullptr;
+       },
+       1)
+      .test({.cases = {{{4, 7}}, {{3}}}, .expect_kernel = "onednn", .declined_cases = {1}});
+  ScopedOp scoped(d);
+  auto r = check_f32(scoped.def());
+  REQUIRE(r.size() == 2);
+  CHECK(r[0].worst < 1e-6);
+  CHECK(r[0].kernels == "test_declining:reference");
+  CHECK(r[0].problem ==
+        "dispatch picked 'reference', not 'onednn' as the test spec expects: no f32 kernel for "
+        "op test_declining on cpu: onednn: this layout is not supported");
+  CHECK(r[1].problem.empty());  // a case the spec lists as declined
+  CHECK_FALSE(r[0].ok());
 }
 
 TEST_CASE("weft ops lists every op defined under ops/") {

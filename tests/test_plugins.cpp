@@ -134,7 +134,7 @@ TEST_CASE("broken plugins are refused with a clear message and leave nothing beh
 }
 
 TEST_CASE("a plugin kernel's error at run time is reported, and the process goes on") {
-  if (!find_plugin("weft-broken")) load_plugin(broken("kernel_error"));
+  if (!find_plugin("weft-broken-kernel-error")) load_plugin(broken("kernel_error"));
   Graph g;
   Builder b(g);
   PlanOptions opt;
@@ -142,9 +142,10 @@ TEST_CASE("a plugin kernel's error at run time is reported, and the process goes
   opt.bindings["x"] = Tensor(DType::f32, {3});
   Val y = b.op("always_fails", {x}, json::object(), "doomed");
   auto plan = compile_plan(g, {y.id}, opt);
-  CHECK_THROWS_WITH(run_plan(*plan, RunContext{}, false),
-                    "node 'doomed': kernel 'cpu' of op always_fails (plugin weft-broken) failed: "
-                    "the kernel was asked to fail");
+  CHECK_THROWS_WITH(
+      run_plan(*plan, RunContext{}, false),
+      "node 'doomed': kernel 'cpu' of op always_fails (plugin weft-broken-kernel-error) "
+      "failed: the kernel was asked to fail");
   Val z = b.op("relu", {x});
   auto ok = compile_plan(g, {z.id}, opt);
   CHECK_NOTHROW(run_plan(*ok, RunContext{}, false));

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "runtime/dataset.h"
@@ -218,4 +219,40 @@ TEST_CASE("sample and encode read a checkpoint back") {
             (dir / "f.npy").string()) == 0);
   CHECK(fs::file_size(dir / "f.npy") == 128 + 10000 * 256 * 4);  // D.features for the test split
   CHECK(fs::file_size(dir / "f.labels.npy") == 128 + 10000);     // one byte per label
+}
+
+TEST_CASE("weft check counts trainable parameters apart from batch norm's running statistics") {
+  fs::path out = fresh_dir("check.txt");
+  int s = std::system(
+      (std::string(WEFT_BINARY) + " check " + graph("dcgan.json") + " > " + out.string() + " 2>&1")
+          .c_str());
+  REQUIRE((WIFEXITED(s) && WEXITSTATUS(s) == 0));
+  // Per net: {trainable, non-trainable, tensors}, from graphs/dcgan.json by hand:
+  // G: linear 100->6272: 6272*100 + 6272 = 633,472; batch_norm(6272): gamma, beta 12,544
+  //    (running mean, var 12,544 more); conv_transpose2d 128->64, 4x4: 128*64*16 + 64 =
+  //    131,136; batch_norm(64): 128 (128 more); conv_transpose2d 64->1, 4x4: 64*16 + 1 = 1,025.
+  //    trainable 633,472 + 12,544 + 131,136 + 128 + 1,025 = 778,305; state 12,544 + 128 = 12,672.
+  // D: conv2d 1->64, 4x4: 64*16 + 64 = 1,088; conv2d 64->128, 4x4: 128*64*16 + 128 = 131,200;
+  //    batch_norm(128): 256 (256 more); linear 128*7*7->1: 6,272 + 1 = 6,273.
+  //    trainable 1,088 + 131,200 + 256 + 6,273 = 138,817; state 256.
+  const std::map<std::string, std::vector<std::string>> expected = {
+      {"D", {"138,817", "256", "10"}},
+      {"G", {"778,305", "12,672", "14"}},
+      {"total", {"917,122", "12,928", "24"}}};
+  std::map<std::string, std::vector<std::string>> rows;
+  std::ifstream f(out);
+  bool in_table = false;
+  for (std::string line; std::getline(f, line);) {
+    if (line == "parameters")
+      in_table = true;
+    else if (line.empty())
+      in_table = false;
+    if (!in_table) continue;
+    std::stringstream ss(line);
+    std::string net, cell;
+    ss >> net;
+    while (ss >> cell) rows[net].push_back(cell);
+  }
+  CHECK(rows["net"] == std::vector<std::string>{"trainable", "non-trainable", "tensors"});
+  for (auto& [net, cells] : expected) CHECK_MESSAGE(rows[net] == cells, net);
 }

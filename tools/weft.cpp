@@ -91,19 +91,28 @@ int cmd_check(const Common& o) {
     for (auto& s : n.shapes) shapes.push_back(shape_str(s));
     fmt::print("  {:<32} {:<18} {}\n", n.name, n.op(), fmt::join(shapes, " "));
   }
-  fmt::print("\nparameters\n");
-  std::map<std::string, std::pair<int64_t, int>> per_net;
-  int64_t total = 0;
+  // Trainable parameters apart from state the optimizers never touch (batch norm's running
+  // statistics), as Keras and PyTorch summaries count them.
+  struct Count {
+    int64_t trainable = 0, state = 0;
+    int tensors = 0;
+  };
+  std::map<std::string, Count> per_net;
+  Count total;
   for (auto& p : m.params) {
     int64_t n = numel(bind_batch(p.shape, 1));
-    auto& e = per_net[p.net.empty() ? "(free)" : p.net];
-    e.first += n;
-    e.second++;
-    total += n;
+    for (Count* c : {&per_net[p.net.empty() ? "(free)" : p.net], &total}) {
+      (p.trainable ? c->trainable : c->state) += n;
+      c->tensors++;
+    }
   }
-  for (auto& [net, e] : per_net)
-    fmt::print("  {:<12} {:>12} in {} tensors\n", net, with_commas(e.first), e.second);
-  fmt::print("  {:<12} {:>12}\n", "total", with_commas(total));
+  fmt::print("\nparameters\n  {:<12} {:>12} {:>14} {:>8}\n", "net", "trainable", "non-trainable",
+             "tensors");
+  for (auto& [net, c] : per_net)
+    fmt::print("  {:<12} {:>12} {:>14} {:>8}\n", net, with_commas(c.trainable),
+               with_commas(c.state), c.tensors);
+  fmt::print("  {:<12} {:>12} {:>14} {:>8}\n", "total", with_commas(total.trainable),
+             with_commas(total.state), total.tensors);
   if (!m.train.phases.empty()) {
     Session s(m, session_options(m, o));
     fmt::print("\ntraining step at batch {} (forward + backward, after fusion)\n", s.opt.batch);

@@ -27,7 +27,13 @@ static const weft_plugin_info kInfo = {
 #else
     WEFT_PLUGIN_ABI_VERSION,
 #endif
-    "weft-broken", "0"};
+#ifdef BROKEN_kernel_error
+    /* It stays loaded once a test has loaded it: its name must not turn away the others. */
+    "weft-broken-kernel-error",
+#else
+    "weft-broken",
+#endif
+    "0"};
 
 const weft_plugin_info* weft_plugin_describe(void) { return &kInfo; }
 
