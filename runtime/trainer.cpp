@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "runtime/autodiff.h"
@@ -24,10 +25,34 @@ uint64_t name_key(const std::string& s) {
   return h;
 }
 constexpr uint64_t kSampleStream = 0x5a3b1e;
+
+// Refuses a run whose parameters and inputs cannot fit in memory at its batch, before
+// any of them is allocated (the plans check their buffers when compiled).
+void check_session_memory(const Model& m, int64_t batch, DType dtype) {
+  int64_t params = 0, inputs = 0;
+  std::optional<int64_t> total;
+  const int64_t size = int64_t(dtype_size(dtype));
+  try {
+    for (const ModelParam& p : m.params)
+      params = checked_add(params, checked_mul(checked_numel(bind_batch(p.shape, 1)), size));
+    for (const ModelInput& in : m.inputs)
+      inputs = checked_add(inputs, checked_mul(checked_numel(bind_batch(in.shape, batch)), size));
+    total = checked_add(params, inputs);
+  } catch (const ShapeError&) {
+  }
+  try {
+    check_memory(total, total ? fmt::format("training at batch {} (parameters {}, inputs {})",
+                                            batch, bytes_str(params), bytes_str(inputs))
+                              : fmt::format("training at batch {}", batch));
+  } catch (const Error& e) {
+    throw Error(m.file, "", e.message());
+  }
+}
 }  // namespace
 
 Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o)) {
   if (opt.batch <= 0) opt.batch = model.train.batch;
+  check_session_memory(model, opt.batch, opt.dtype);
   for (const ModelParam& p : model.params) {
     Tensor t(opt.dtype, bind_batch(p.shape, 1));
     initialize(t, p.init, p.fan_in, p.fan_out, opt.seed, p.name);
