@@ -15,6 +15,7 @@
 #include "runtime/files.h"
 #include "runtime/init.h"
 #include "runtime/rng.h"
+#include "runtime/sources.h"
 
 namespace weft {
 
@@ -140,28 +141,11 @@ void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<in
     for (auto& x : model.inputs)
       if (x.name == name) in = &x;
     WEFT_ASSERT(in, "unknown input " + name);
-    Tensor& t = b.inputs.at(name);
-    if (in->source == "data.images") {
-      fill_images(*d, *examples, t, model.data.low, model.data.high);
-    } else if (in->source == "data.labels" || in->source == "data.onehot") {
-      fill_labels(*d, *examples, t, in->source == "data.onehot");
-    } else {
-      const uint64_t key = stream_key(noise_key, name_key(name));
-      const int64_t n = t.numel();
-      const bool normal = in->source == "normal";
-      const double a = in->a, s = in->b;
-      if (t.dtype() == DType::f32) {
-        float* p = t.data<float>();
-        for (int64_t i = 0; i < n; ++i)
-          p[i] = float(normal ? a + s * normal01(key, uint64_t(i))
-                              : a + (s - a) * uniform01(key, uint64_t(i)));
-      } else {
-        double* p = t.data<double>();
-        for (int64_t i = 0; i < n; ++i)
-          p[i] = normal ? a + s * normal01(key, uint64_t(i))
-                        : a + (s - a) * uniform01(key, uint64_t(i));
-      }
-    }
+    const InputSource* src = find_input_source(in->source);
+    WEFT_ASSERT(src, "input " + name + " has an unknown source " + in->source);
+    SourceFill f{d, examples, model.data.low, model.data.high, in->a, in->b,
+                 stream_key(noise_key, name_key(name))};
+    src->fill(b.inputs.at(name), f);
   }
 }
 
