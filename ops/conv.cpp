@@ -224,8 +224,10 @@ void check_geometry(const json& a) {
   if (a.at("groups").get<int64_t>() < 1) throw AttrError("groups", "expected groups >= 1");
 }
 
+// Output size of a convolution along one axis; s >= 1 and k >= 1 (check_geometry).
 int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
-  return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+  const int64_t span = checked_add(checked_mul(d, k - 1), 1);
+  return checked_sub(checked_add(in, checked_mul(2, p)), span) / s + 1;
 }
 
 std::vector<Shape> conv2d_rule(const ShapeContext& c) {
@@ -235,9 +237,10 @@ std::vector<Shape> conv2d_rule(const ShapeContext& c) {
   if (w.size() != 4)
     throw ShapeError("weight must be [out, in/groups, kh, kw], got " + shape_str(w));
   const int64_t g = c.attrs.at("groups");
-  if (x[1].n != w[1].n * g)
+  const int64_t in_c = checked_mul(w[1].n, g);
+  if (x[1].n != in_c)
     throw ShapeError("input has " + x[1].str() + " channels, weight expects " +
-                     std::to_string(w[1].n * g));
+                     std::to_string(in_c));
   if (w[0].n % g) throw ShapeError("output channels are not divisible by groups");
   if (c.in.size() > 2 && (c.in[2].size() != 1 || c.in[2][0] != w[0]))
     throw ShapeError("bias has shape " + shape_str(c.in[2]) + ", expected [" + w[0].str() + "]");
@@ -261,7 +264,7 @@ std::vector<Shape> conv_transpose2d_rule(const ShapeContext& c) {
   if (x[1] != w[0])
     throw ShapeError("input has " + x[1].str() + " channels, weight expects " + w[0].str());
   if (w[0].n % g) throw ShapeError("input channels are not divisible by groups");
-  Dim out_c(w[1].n * g);
+  Dim out_c(checked_mul(w[1].n, g));
   if (c.in.size() > 2 && (c.in[2].size() != 1 || c.in[2][0] != out_c))
     throw ShapeError("bias has shape " + shape_str(c.in[2]) + ", expected [" + out_c.str() + "]");
   auto [sh, sw] = pair_of(c.attrs, "stride");
@@ -271,8 +274,12 @@ std::vector<Shape> conv_transpose2d_rule(const ShapeContext& c) {
   if (oph >= std::max(sh, dh) || opw >= std::max(sw, dw))
     throw AttrError("output_padding",
                     "output_padding must be smaller than the stride or the dilation");
-  int64_t oh = (x[2].n - 1) * sh - 2 * ph + dh * (w[2].n - 1) + oph + 1;
-  int64_t ow = (x[3].n - 1) * sw - 2 * pw + dw * (w[3].n - 1) + opw + 1;
+  // The adjoint of conv_out: (in - 1) s - 2 p + d (k - 1) + output_padding + 1.
+  auto out = [](int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, int64_t op) {
+    int64_t r = checked_sub(checked_mul(in - 1, s), checked_mul(2, p));
+    return checked_add(checked_add(r, checked_mul(d, k - 1)), op + 1);
+  };
+  int64_t oh = out(x[2].n, w[2].n, sh, ph, dh, oph), ow = out(x[3].n, w[3].n, sw, pw, dw, opw);
   if (oh < 1 || ow < 1) throw ShapeError("the output would be empty");
   return {{x[0], out_c, Dim(oh), Dim(ow)}};
 }
@@ -307,7 +314,8 @@ ParamRule conv_params(bool transpose) {
     if (c % g || f % g) throw AttrError("groups", "channels are not divisible by groups");
     Shape w = transpose ? Shape{Dim(c), Dim(f / g), Dim(kh), Dim(kw)}
                         : Shape{Dim(f), Dim(c / g), Dim(kh), Dim(kw)};
-    double fan_in = double(w[1].n * kh * kw), fan_out = double(w[0].n * kh * kw);
+    double fan_in = double(w[1].n) * double(kh) * double(kw),
+           fan_out = double(w[0].n) * double(kh) * double(kw);
     std::vector<ParamSpec> p = {{"weight", w, a.at("weight_init"), fan_in, fan_out}};
     if (a.at("bias")) p.push_back({"bias", {Dim(f)}, a.at("bias_init"), fan_in, fan_out});
     return p;

@@ -305,7 +305,7 @@ WEFT_OP(layer_norm)
       int64_t k = a.at("axes");
       if (k >= int64_t(in[0].size())) throw AttrError("axes", "must leave the batch axis out");
       Shape s(in[0].end() - k, in[0].end());
-      double n = double(numel(bind_batch(s, 1)));
+      double n = double(checked_numel(bind_batch(s, 1)));
       return std::vector<ParamSpec>{{"gamma", s, "ones", n, n}, {"beta", s, "zeros", n, n}};
     })
     .expand([](Builder& b, const std::vector<Val>& in, const json& a) {

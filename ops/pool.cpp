@@ -50,8 +50,9 @@ std::vector<Shape> pool_rule(const ShapeContext& c) {
   auto [ph, pw] = pair_or(c.attrs, "pad", "pad");
   if (kh < 1 || kw < 1 || sh < 1 || sw < 1)
     throw AttrError("kernel", "kernel and stride must be >= 1");
-  if (ph * 2 > kh || pw * 2 > kw) throw AttrError("pad", "padding may be at most half the kernel");
-  int64_t oh = (x[2].n + 2 * ph - kh) / sh + 1, ow = (x[3].n + 2 * pw - kw) / sw + 1;
+  if (ph > kh / 2 || pw > kw / 2) throw AttrError("pad", "padding may be at most half the kernel");
+  int64_t oh = checked_sub(checked_add(x[2].n, 2 * ph), kh) / sh + 1,
+          ow = checked_sub(checked_add(x[3].n, 2 * pw), kw) / sw + 1;
   if (oh < 1 || ow < 1) throw ShapeError("the window does not fit input " + shape_str(x));
   return {{x[0], x[1], Dim(oh), Dim(ow)}};
 }
@@ -176,7 +177,8 @@ WEFT_OP(upsample_nearest2d)
         throw ShapeError("upsample_nearest2d takes [batch, channels, height, width], got " +
                          shape_str(x));
       int64_t s = c.attrs.at("scale");
-      return std::vector<Shape>{{x[0], x[1], Dim(x[2].n * s), Dim(x[3].n * s)}};
+      return std::vector<Shape>{
+          {x[0], x[1], Dim(checked_mul(x[2].n, s)), Dim(checked_mul(x[3].n, s))}};
     })
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
       using T = decltype(t);

@@ -338,7 +338,8 @@ WEFT_OP(pad)
       if (x.size() != 4)
         throw ShapeError("pad takes [batch, channels, height, width], got " + shape_str(x));
       auto p = pads_of(c.attrs);
-      return std::vector<Shape>{{x[0], x[1], Dim(x[2].n + p[0] + p[1]), Dim(x[3].n + p[2] + p[3])}};
+      return std::vector<Shape>{{x[0], x[1], Dim(checked_add(checked_add(x[2].n, p[0]), p[1])),
+                                 Dim(checked_add(checked_add(x[3].n, p[2]), p[3]))}};
     })
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
       using T = decltype(t);

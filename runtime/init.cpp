@@ -1,5 +1,8 @@
 #include "runtime/init.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/rng.h"
@@ -34,15 +37,35 @@ void check_initializer(const json& spec) {
   if (!spec.is_object() || spec.size() != 1) fail();
   const std::string k = spec.begin().key();
   const json& v = spec.begin().value();
-  if (k == "constant" && v.is_number()) return;
-  auto num = [&](const char* f) { return v.is_object() && v.contains(f) && v[f].is_number(); };
-  if (k == "normal" && v.is_object() && v.value("std", 1.0) >= 0) {
-    for (auto& [f, x] : v.items())
-      if ((f != "mean" && f != "std") || !x.is_number()) fail();
+  auto number = [&](const std::string& where, const json& x) {
+    if (!x.is_number()) throw AttrError(where, "expected a number, got " + x.dump());
+    return x.get<double>();
+  };
+  if (k == "constant") {
+    number(k, v);
     return;
   }
-  if (k == "uniform" && num("low") && num("high") && v.size() == 2) return;
-  fail();
+  // normal and uniform: an object of settings, each a number; which are required and
+  // which have defaults (mean 0, std 1) follows initialize() below.
+  std::vector<std::string> settings;
+  if (k == "normal") settings = {"mean", "std"};
+  if (k == "uniform") settings = {"low", "high"};
+  if (settings.empty()) fail();
+  if (!v.is_object())
+    throw AttrError(k, fmt::format("expected an object of settings ({}), got {}",
+                                   fmt::join(settings, ", "), v.dump()));
+  for (auto& [f, x] : v.items()) {
+    if (std::find(settings.begin(), settings.end(), f) == settings.end())
+      throw AttrError((json::json_pointer() / k / f).to_string().substr(1),
+                      fmt::format("unknown setting \"{}\" of {} (it takes: {})", f, k,
+                                  fmt::join(settings, ", ")));
+    number(k + "/" + f, x);
+  }
+  if (k == "normal" && v.contains("std") && v["std"].get<double>() < 0)
+    throw AttrError(k + "/std", "expected std >= 0");
+  if (k == "uniform")
+    for (auto& f : settings)
+      if (!v.contains(f)) throw AttrError(k, fmt::format("missing \"{}\"", f));
 }
 
 void initialize(Tensor& t, const json& spec, double fan_in, double fan_out, uint64_t seed,

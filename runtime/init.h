@@ -8,7 +8,8 @@
 
 namespace weft {
 
-// Throws AttrError (key "") when the spec is not one of the forms above.
+// Throws AttrError when the spec is not one of the forms above. Its key is where in the
+// spec the mistake is, as a relative JSON pointer ("" for the whole, "normal/std").
 void check_initializer(const json& spec);
 // Fills t; draws depend only on (seed, name).
 void initialize(Tensor& t, const json& spec, double fan_in, double fan_out, uint64_t seed,

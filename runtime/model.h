@@ -20,8 +20,8 @@ struct DataSpec {
 struct ModelInput {
   std::string name;
   Shape shape;
-  std::string source;   // "data.images", "data.labels", "data.onehot", "normal", "uniform"
-  double a = 0, b = 1;  // normal: mean, std; uniform: low, high
+  std::string source;   // an InputSource's name (runtime/sources.h): "data.images", "normal"...
+  double a = 0, b = 1;  // noise: its two settings (normal: mean, std; uniform: low, high)
   ValueId id;
 };
 

@@ -151,19 +151,40 @@ static std::string got(const json& v) {
   return s.size() > 40 ? s.substr(0, 40) + "..." : s;
 }
 
+// Integer attributes are counts, sizes, strides and axes. Beyond 2^31 they can only be a
+// mistake, and oneDNN's kernels keep such geometry in 32-bit integers, so values outside
+// [-2^31, 2^31) are refused here rather than truncated inside a primitive.
+constexpr int64_t kAttrIntLimit = int64_t(1) << 31;
+
 static void check_value(const AttrSpec& a, const json& v) {
   auto fail = [&](const std::string& expected) {
     throw AttrError(a.name, fmt::format("expected {}, got {}", expected, got(v)));
   };
+  // Where x is an integer: -1 below `min`, 0 in [min, 2^31), 1 at or above 2^31. A JSON
+  // integer above 2^63 is unsigned, and get<int64_t> would wrap it around.
+  auto range = [&](const json& x, int64_t min) {
+    if (x.is_number_unsigned() && x.get<uint64_t>() >= uint64_t(kAttrIntLimit)) return 1;
+    const int64_t i = x.get<int64_t>();
+    return i < min ? -1 : i >= kAttrIntLimit ? 1 : 0;
+  };
+  auto integer = [&](const json& x, int64_t min) {
+    return x.is_number_integer() && range(x, min) == 0;
+  };
+  auto bounded = [&](const std::string& what, int64_t min) {
+    if (!v.is_number_integer()) fail(what);
+    const int r = range(v, min);
+    if (r > 0) fail(what + " below 2^31");
+    if (r < 0) fail(min == -kAttrIntLimit ? what + " of at least -2^31" : what);
+  };
   switch (a.type) {
     case AttrType::Int:
-      if (!v.is_number_integer()) fail("an integer");
+      bounded("an integer", -kAttrIntLimit);
       break;
     case AttrType::PosInt:
-      if (!v.is_number_integer() || v.get<int64_t>() <= 0) fail("a positive integer");
+      bounded("a positive integer", 1);
       break;
     case AttrType::NonNegInt:
-      if (!v.is_number_integer() || v.get<int64_t>() < 0) fail("a non-negative integer");
+      bounded("a non-negative integer", 0);
       break;
     case AttrType::Float:
       if (!v.is_number()) fail("a number");
@@ -184,18 +205,22 @@ static void check_value(const AttrSpec& a, const json& v) {
     case AttrType::Ints:
       if (!v.is_array()) fail("a list of integers");
       for (auto& x : v)
-        if (!x.is_number_integer()) fail("a list of integers");
+        if (!integer(x, -kAttrIntLimit)) fail("a list of integers in [-2^31, 2^31)");
       break;
     case AttrType::ShapeSpec:
       if (!v.is_array()) fail("a shape (a list of positive integers, \"B\" or -1)");
-      for (auto& x : v)
-        if (!(x == "B" || (x.is_number_integer() && (x.get<int64_t>() > 0 || x == -1))))
+      for (auto& x : v) {
+        const bool positive = x.is_number_unsigned()
+                                  ? x.get<uint64_t>() > 0 && x.get<uint64_t>() <= INT64_MAX
+                                  : x.is_number_integer() && x.get<int64_t>() > 0;
+        if (!(x == "B" || x == -1 || positive))
           fail("a shape (a list of positive integers, \"B\" or -1)");
+      }
       break;
     case AttrType::Pair: {
-      auto ok = [](const json& x) { return x.is_number_integer() && x.get<int64_t>() >= 0; };
+      auto ok = [&](const json& x) { return integer(x, 0); };
       if (!(ok(v) || (v.is_array() && v.size() == 2 && ok(v[0]) && ok(v[1]))))
-        fail("a non-negative integer or a list of two");
+        fail("a non-negative integer below 2^31 or a list of two");
       break;
     }
     case AttrType::Initializer:
@@ -217,7 +242,9 @@ json OpDef::complete_attrs(const json& given) const {
           k, fmt::format("unknown attribute '{}' of op {} (it takes: {})", k, name,
                          known.empty() ? "none" : fmt::format("{}", fmt::join(known, ", "))));
     }
-    if (!v.is_null()) check_value(*it, v);
+    // null leaves an optional attribute unset, as if it were not written; an attribute
+    // with a value by default must be given one.
+    if (!v.is_null() || !it->default_value.is_null() || it->required) check_value(*it, v);
     out[k] = v;
   }
   for (auto& a : attrs) {

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,8 +50,19 @@ class Plan {
   const Tensor& target(size_t i) const { return value(targets.at(i)); }
 };
 
-// Throws Error for a user's mistake (a missing binding, a shape that does not match).
+// Throws Error for a user's mistake (a missing binding, a shape that does not match, a
+// plan whose bound tensors and buffers need more memory than the machine has: that is
+// checked before any buffer is allocated or kernel made).
 std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& targets,
                                    const PlanOptions& opt);
+
+// The machine's physical memory (sysconf), in bytes.
+int64_t physical_memory_bytes();
+// "1.5 GiB".
+std::string bytes_str(int64_t bytes);
+// Throws Error (without a file; callers add it) when `bytes` exceed physical memory,
+// saying what `what` would need and what the machine has. No bytes: the count overflowed
+// (more than 2^63).
+void check_memory(std::optional<int64_t> bytes, const std::string& what);
 
 }  // namespace weft

@@ -18,7 +18,7 @@ struct Dim {
   Dim(int64_t v) : n(v) {}  // NOLINT: a plain number is a constant dimension
   static Dim B(int64_t k = 1) { return Dim{k, true}; }
   bool operator==(const Dim&) const = default;
-  int64_t bind(int64_t b) const { return batch ? n * b : n; }
+  int64_t bind(int64_t b) const;  // throws ShapeError when n*b overflows
   std::string str() const;
 
  private:
@@ -27,9 +27,20 @@ struct Dim {
 
 using Shape = std::vector<Dim>;
 
+// Checked size arithmetic. Sizes come from files and the command line (a width or a batch
+// of 2^62), so every product and sum of sizes goes through these: a result that does not
+// fit in int64_t throws ShapeError instead of wrapping around into a small or negative
+// size that would be allocated and indexed.
+int64_t checked_mul(int64_t a, int64_t b);
+int64_t checked_add(int64_t a, int64_t b);
+int64_t checked_sub(int64_t a, int64_t b);
+// The product of the dimensions, checked.
+int64_t checked_numel(const Dims& d);
+
 std::string shape_str(const Shape& s);
+// Throws ShapeError when a dimension times the batch overflows.
 Dims bind_batch(const Shape& s, int64_t batch);
-// The product of all dimensions; throws ShapeError if it would be B*B.
+// The product of all dimensions; throws ShapeError if it would be B*B or overflows.
 Dim shape_numel(const Shape& s);
 Dim dim_mul(Dim a, Dim b);
 // a / b, exactly; throws ShapeError if it does not divide.

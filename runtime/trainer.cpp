@@ -9,6 +9,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "runtime/autodiff.h"
@@ -16,6 +17,7 @@
 #include "runtime/init.h"
 #include "runtime/rng.h"
 #include "runtime/run_folder.h"
+#include "runtime/sources.h"
 
 namespace weft {
 
@@ -26,10 +28,34 @@ uint64_t name_key(const std::string& s) {
   return h;
 }
 constexpr uint64_t kSampleStream = 0x5a3b1e;
+
+// Refuses a run whose parameters and inputs cannot fit in memory at its batch, before
+// any of them is allocated (the plans check their buffers when compiled).
+void check_session_memory(const Model& m, int64_t batch, DType dtype) {
+  int64_t params = 0, inputs = 0;
+  std::optional<int64_t> total;
+  const int64_t size = int64_t(dtype_size(dtype));
+  try {
+    for (const ModelParam& p : m.params)
+      params = checked_add(params, checked_mul(checked_numel(bind_batch(p.shape, 1)), size));
+    for (const ModelInput& in : m.inputs)
+      inputs = checked_add(inputs, checked_mul(checked_numel(bind_batch(in.shape, batch)), size));
+    total = checked_add(params, inputs);
+  } catch (const ShapeError&) {
+  }
+  try {
+    check_memory(total, total ? fmt::format("training at batch {} (parameters {}, inputs {})",
+                                            batch, bytes_str(params), bytes_str(inputs))
+                              : fmt::format("training at batch {}", batch));
+  } catch (const Error& e) {
+    throw Error(m.file, "", e.message());
+  }
+}
 }  // namespace
 
 Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o)) {
   if (opt.batch <= 0) opt.batch = model.train.batch;
+  check_session_memory(model, opt.batch, opt.dtype);
   for (const ModelParam& p : model.params) {
     Tensor t(opt.dtype, bind_batch(p.shape, 1));
     initialize(t, p.init, p.fan_in, p.fan_out, opt.seed, p.name);
@@ -121,28 +147,11 @@ void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<in
     for (auto& x : model.inputs)
       if (x.name == name) in = &x;
     WEFT_ASSERT(in, "unknown input " + name);
-    Tensor& t = b.inputs.at(name);
-    if (in->source == "data.images") {
-      fill_images(*d, *examples, t, model.data.low, model.data.high);
-    } else if (in->source == "data.labels" || in->source == "data.onehot") {
-      fill_labels(*d, *examples, t, in->source == "data.onehot");
-    } else {
-      const uint64_t key = stream_key(noise_key, name_key(name));
-      const int64_t n = t.numel();
-      const bool normal = in->source == "normal";
-      const double a = in->a, s = in->b;
-      if (t.dtype() == DType::f32) {
-        float* p = t.data<float>();
-        for (int64_t i = 0; i < n; ++i)
-          p[i] = float(normal ? a + s * normal01(key, uint64_t(i))
-                              : a + (s - a) * uniform01(key, uint64_t(i)));
-      } else {
-        double* p = t.data<double>();
-        for (int64_t i = 0; i < n; ++i)
-          p[i] = normal ? a + s * normal01(key, uint64_t(i))
-                        : a + (s - a) * uniform01(key, uint64_t(i));
-      }
-    }
+    const InputSource* src = find_input_source(in->source);
+    WEFT_ASSERT(src, "input " + name + " has an unknown source " + in->source);
+    SourceFill f{d, examples, model.data.low, model.data.high, in->a, in->b,
+                 stream_key(noise_key, name_key(name))};
+    src->fill(b.inputs.at(name), f);
   }
 }
 

@@ -1,14 +1,18 @@
 // Malformed graphs: each file in fixtures/bad must be refused with its JSON pointer and
 // message (fixtures/bad/expected.json), and the runner must exit 2 and write nothing.
+// Graphs with every value replaced in turn by an absurd one are refused as weft::Error
+// and never crash.
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "runtime/model.h"
+#include "runtime/trainer.h"
 
 using namespace weft;
 using json = nlohmann::json;
@@ -115,4 +119,120 @@ TEST_CASE("a corrupt checkpoint is refused and the run folder is untouched") {
   CHECK(err.find("not a valid safetensors file") != std::string::npos);
   CHECK(slurp((dir / "checkpoint.safetensors").string()) == before);
   CHECK_FALSE(fs::exists(dir / "metrics.csv"));
+}
+
+// Every number and every string of a graph (not the keys), as JSON pointers.
+static void leaves(const json& v, const json::json_pointer& at,
+                   std::vector<json::json_pointer>& out) {
+  if (v.is_object()) {
+    for (auto& [k, x] : v.items()) leaves(x, at / k, out);
+  } else if (v.is_array()) {
+    for (size_t i = 0; i < v.size(); ++i) leaves(v[i], at / i, out);
+  } else if (v.is_number() || v.is_string()) {
+    out.push_back(at);
+  }
+}
+
+// Values that break assumptions: zero, negative, past 32 bits, past memory, past int64 (as
+// a JSON number 2^63-1 is the largest signed one), a float where an integer goes, and
+// every other type.
+static const std::vector<json> kAbsurd = {0,
+                                          -1,
+                                          int64_t(1) << 31,
+                                          int64_t(1) << 32,
+                                          int64_t(1) << 40,
+                                          int64_t(1) << 62,
+                                          INT64_MAX,
+                                          1e300,
+                                          nullptr,
+                                          "x",
+                                          json::array(),
+                                          json::object()};
+
+// What compiling a model's plans depends on: the batch, and each node's op, attributes
+// (but its parameters' initializers), inputs and shapes.
+static std::string signature(const Model& m) {
+  std::ostringstream s;
+  s << m.train.batch;
+  for (auto& n : m.graph.nodes) {
+    json attrs = n.attrs;  // initializers do not change what is compiled
+    for (const char* init : {"weight_init", "bias_init", "gamma_init"}) attrs.erase(init);
+    s << '\n' << n.op() << attrs.dump();
+    for (auto& v : n.in) s << ' ' << v.node << ':' << v.out;
+    for (auto& sh : n.shapes) s << ' ' << shape_str(sh);
+  }
+  return s.str();
+}
+
+TEST_CASE("every value of the shipped graphs replaced by an absurd one: an Error or a model") {
+  for (const char* name : {"dcgan.json", "mlp_gan.json"}) {
+    const std::string path = std::string(WEFT_SOURCE_DIR) + "/graphs/" + name;
+    const json graph = json::parse(slurp(path));
+    std::vector<json::json_pointer> where;
+    leaves(graph, json::json_pointer(), where);
+    REQUIRE(where.size() > 50);
+    int refused = 0, loaded = 0, sessions = 0;
+    std::set<std::string> compiled;
+    for (auto& p : where) {
+      for (auto& value : kAbsurd) {
+        json g = graph;
+        g[p] = value;
+        const std::string what = p.to_string() + " = " + value.dump();
+        std::string failure;
+        try {
+          Model m = parse_model(g.dump(), name);
+          ++loaded;
+          // A session compiles every phase's plan (kernels included) at the graph's batch;
+          // the run's data is read only when it trains. Compiling depends on the batch
+          // and the nodes, so a variant that changes neither (a learning rate, a doc
+          // string) compiles what another one did.
+          if (compiled.insert(signature(m)).second) {
+            Session s(m, SessionOptions{});
+            ++sessions;
+          }
+        } catch (const Error& e) {
+          ++refused;
+          if (e.file() != name) failure = "an Error without the file: " + std::string(e.what());
+        } catch (const std::exception& e) {
+          failure = std::string("not a weft::Error: ") + e.what();
+        }
+        if (!failure.empty()) FAIL_CHECK(name, ": ", what, ": ", failure);
+      }
+    }
+    MESSAGE(std::string(name), ": ", where.size() * kAbsurd.size(), " variants, ", refused,
+            " refused, ", loaded, " loaded, ", sessions, " compiled");
+    CHECK(refused > loaded);  // most absurd values are mistakes
+    CHECK(sessions > 0);      // some are harmless (a doc string, a seed)
+  }
+}
+
+TEST_CASE("the runner refuses a run that cannot fit in memory, before allocating it") {
+  std::string err, dcgan = std::string(WEFT_SOURCE_DIR) + "/graphs/dcgan.json";
+  CHECK(run(std::string(WEFT_BINARY) + " check " + dcgan + " --batch 4611686018427387904", err) ==
+        2);
+  CHECK(err.find(dcgan + ": training at batch 4611686018427387904 would need more than 2^63 "
+                         "bytes of memory, and this machine has ") != std::string::npos);
+
+  // Noise 2^40 wide: G's first weight alone would be 2^40 x 6272 floats.
+  json g = json::parse(slurp(dcgan));
+  g["inputs"]["z"]["shape"] = {"B", int64_t(1) << 40};
+  fs::path wide = fs::temp_directory_path() / "weft_wide_noise.json";
+  std::ofstream(wide) << g.dump();
+  CHECK(run(std::string(WEFT_BINARY) + " check " + wide.string(), err) == 2);
+  CHECK(err.find(wide.string() + ": training at batch 64 (parameters 24.5 PiB, inputs 256.0 TiB) "
+                                 "would need 24.8 PiB of memory") != std::string::npos);
+
+  // An input 2^62 wide that no layer reads: it alone would not fit, and training refuses
+  // it before writing anything.
+  g = json::parse(slurp(dcgan));
+  g["inputs"]["unused"] = {{"shape", {"B", int64_t(1) << 62}},
+                           {"from", {{"normal", json::object()}}}};
+  std::ofstream(wide) << g.dump();
+  fs::path out = fs::temp_directory_path() / "weft_wide_run";
+  fs::remove_all(out);
+  CHECK(run(std::string(WEFT_BINARY) + " train " + wide.string() + " --out " + out.string(), err) ==
+        2);
+  CHECK(err.find(wide.string() + ": training at batch 64 would need more than 2^63 bytes") !=
+        std::string::npos);
+  CHECK((!fs::exists(out) || fs::is_empty(out)));
 }

@@ -1,0 +1,92 @@
+#include "runtime/sources.h"
+
+#include <fmt/format.h>
+
+#include "runtime/rng.h"
+
+namespace weft {
+
+namespace {
+
+void fill_images_source(Tensor& t, const SourceFill& f) {
+  fill_images(*f.data, *f.examples, t, f.low, f.high);
+}
+void fill_labels_source(Tensor& t, const SourceFill& f) {
+  fill_labels(*f.data, *f.examples, t, false);
+}
+void fill_onehot_source(Tensor& t, const SourceFill& f) {
+  fill_labels(*f.data, *f.examples, t, true);
+}
+
+// Element i of a noise input is draw(key, i): a counter-based stream, so a value depends
+// only on (seed, step, phase, input, i).
+template <class Draw>
+void fill_noise(Tensor& t, Draw draw) {
+  const int64_t n = t.numel();
+  if (t.dtype() == DType::f32) {
+    float* p = t.data<float>();
+    for (int64_t i = 0; i < n; ++i) p[i] = float(draw(uint64_t(i)));
+  } else {
+    double* p = t.data<double>();
+    for (int64_t i = 0; i < n; ++i) p[i] = draw(uint64_t(i));
+  }
+}
+void fill_normal(Tensor& t, const SourceFill& f) {
+  fill_noise(t, [&](uint64_t i) { return f.a + f.b * normal01(f.key, i); });
+}
+void fill_uniform(Tensor& t, const SourceFill& f) {
+  fill_noise(t, [&](uint64_t i) { return f.a + (f.b - f.a) * uniform01(f.key, i); });
+}
+
+}  // namespace
+
+const std::vector<InputSource>& input_sources() {
+  static const std::vector<InputSource> sources = {
+      {.name = "data.images",
+       .from_data = true,
+       .per_example = 784,
+       .per_example_doc = "784 values per example (1x28x28)",
+       .fill = fill_images_source},
+      {.name = "data.labels",
+       .from_data = true,
+       .per_example = 1,
+       .per_example_doc = "one value per example",
+       .hint = "use [\"B\"] or [\"B\", 1]",
+       .fill = fill_labels_source},
+      {.name = "data.onehot",
+       .from_data = true,
+       .per_example = 10,
+       .per_example_doc = "10 values per example",
+       .hint = "use [\"B\", 10]",
+       .fill = fill_onehot_source},
+      {.name = "normal",
+       .settings = {{"mean", 0.0}, {"std", 1.0}},
+       .settings_ok = [](double, double std) { return std >= 0; },
+       .settings_key = "std",
+       .settings_rule = "expected std >= 0",
+       .fill = fill_normal},
+      {.name = "uniform",
+       .settings = {{"low", -1.0}, {"high", 1.0}},
+       .settings_ok = [](double low, double high) { return low < high; },
+       .settings_rule = "expected low < high",
+       .fill = fill_uniform},
+  };
+  return sources;
+}
+
+const InputSource* find_input_source(const std::string& name) {
+  for (auto& s : input_sources())
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+std::string input_source_forms() {
+  std::vector<std::string> forms;
+  for (auto& s : input_sources())
+    forms.push_back(s.from_data ? "\"" + s.name + "\"" : "{\"" + s.name + "\": {...}}");
+  std::string last = forms.back();
+  forms.pop_back();
+  return fmt::format("{} or {}", fmt::join(forms, ", "), last);
+}
+
+}  // namespace weft
