@@ -37,6 +37,7 @@ bool is_temporary(const std::string& name) {
 
 RunFolder::RunFolder(std::string dir, Mode mode) : dir_(std::move(dir)) {
   std::error_code ec;
+  created_ = !fs::exists(dir_, ec);
   fs::create_directories(dir_, ec);
   if (ec) throw Error(dir_, "", "cannot create the run folder: " + ec.message());
   const std::string lock = path(".lock");
@@ -81,7 +82,11 @@ RunFolder::RunFolder(std::string dir, Mode mode) : dir_(std::move(dir)) {
 }
 
 RunFolder::~RunFolder() {
-  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+  if (lock_fd_ < 0) return;
+  std::error_code ec;
+  if (created_ && !keep_) fs::remove(path(".lock"), ec);
+  ::close(lock_fd_);                             // releases the lock
+  if (created_ && !keep_) fs::remove(dir_, ec);  // only if empty
 }
 
 void RunFolder::clear_previous_run() const {

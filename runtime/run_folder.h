@@ -25,10 +25,14 @@ class RunFolder {
   // --overwrite run once it is ready to write its own, so a run that fails to start leaves
   // the old one untouched.
   void clear_previous_run() const;
+  // The run has started writing: the folder stays even if the run fails later. A folder
+  // that this object created and whose run never started is removed again.
+  void keep() { keep_ = true; }
 
  private:
   std::string dir_;
   int lock_fd_ = -1;
+  bool created_ = false, keep_ = false;
 };
 
 }  // namespace weft

@@ -149,7 +149,12 @@ void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<in
     WEFT_ASSERT(in, "unknown input " + name);
     const InputSource* src = find_input_source(in->source);
     WEFT_ASSERT(src, "input " + name + " has an unknown source " + in->source);
-    SourceFill f{d, examples, model.data.low, model.data.high, in->a, in->b,
+    SourceFill f{d,
+                 examples,
+                 model.data.low,
+                 model.data.high,
+                 in->a,
+                 in->b,
                  stream_key(noise_key, name_key(name))};
     src->fill(b.inputs.at(name), f);
   }
@@ -388,6 +393,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     }
   }
   if (to.overwrite) folder.clear_previous_run();
+  folder.keep();
   write_atomic(metrics, kept);
   std::ofstream out(metrics, std::ios::app);
 
