@@ -55,12 +55,21 @@ void write_atomic(const std::string& path, const std::string& bytes) {
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata) {
+  // Wider elements first (as safetensors' own writer does), so that every tensor begins
+  // at a multiple of its element size with no padding between: the reader insists.
+  std::vector<const std::pair<std::string, Tensor>*> order;
+  for (auto& nt : tensors) order.push_back(&nt);
+  std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) {
+    return dtype_size(a->second.dtype()) > dtype_size(b->second.dtype());
+  });
   json header = json::object();
   size_t offset = 0;
-  for (auto& [name, t] : tensors) {
-    header[name] = {{"dtype", t.dtype() == DType::f32 ? "F32" : "F64"},
-                    {"shape", t.shape()},
-                    {"data_offsets", {offset, offset + t.bytes()}}};
+  for (auto* nt : order) {
+    const Tensor& t = nt->second;
+    WEFT_ASSERT(!header.contains(nt->first), "tensor '" + nt->first + "' written twice");
+    header[nt->first] = {{"dtype", t.dtype() == DType::f32 ? "F32" : "F64"},
+                         {"shape", t.shape()},
+                         {"data_offsets", {offset, offset + t.bytes()}}};
     offset += t.bytes();
   }
   if (!metadata.empty()) header["__metadata__"] = metadata;
@@ -71,8 +80,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   for (int i = 0; i < 8; ++i) out[i] = char((n >> (8 * i)) & 0xff);
   out += h;
   out.reserve(out.size() + offset);
-  // Written in header order, which is the order of the offsets above.
-  for (auto& [name, t] : tensors) out.append(static_cast<const char*>(t.raw()), t.bytes());
+  for (auto* nt : order) out.append(static_cast<const char*>(nt->second.raw()), nt->second.bytes());
   write_atomic(path, out);
 }
 
