@@ -4,8 +4,12 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <numeric>
+#include <sstream>
 
 #include "runtime/rng.h"
 
@@ -16,43 +20,188 @@ std::string default_data_dir() {
   return e && *e ? e : "/usr/share/datasets/fashion-mnist";
 }
 
+namespace {
+
+// The bytes of a file, decompressed when it is gzip (one member or several, as gzip
+// allows), read in pieces so that nothing is allocated on a header's word alone. Every
+// member is inflated to its end, so zlib checks its CRC-32 and length trailer.
+class ByteSource {
+ public:
+  explicit ByteSource(const std::string& path) : path_(path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw Error(path, "", "cannot open the file");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    if (f.bad()) throw Error(path, "", "cannot read the file");
+    file_ = ss.str();
+    gzip_ = file_.size() >= 2 && uint8_t(file_[0]) == 0x1f && uint8_t(file_[1]) == 0x8b;
+    if (gzip_) {
+      if (inflateInit2(&z_, 16 + MAX_WBITS) != Z_OK)  // 16: gzip wrapper only
+        throw Error(path, "", "zlib cannot start inflating");
+      z_.next_in = reinterpret_cast<Bytef*>(file_.data());
+      z_.avail_in = 0;
+    }
+  }
+  ~ByteSource() {
+    if (gzip_) inflateEnd(&z_);
+  }
+  ByteSource(const ByteSource&) = delete;
+  ByteSource& operator=(const ByteSource&) = delete;
+
+  bool gzip() const { return gzip_; }
+  size_t file_size() const { return file_.size(); }
+  // Bytes delivered so far (decompressed, for gzip).
+  uint64_t position() const { return pos_; }
+
+  // Up to n bytes into dst; fewer only at the end of the data.
+  size_t read(uint8_t* dst, size_t n) {
+    size_t got = gzip_ ? inflate_into(dst, n) : copy_into(dst, n);
+    pos_ += got;
+    return got;
+  }
+
+ private:
+  size_t copy_into(uint8_t* dst, size_t n) {
+    size_t k = std::min<size_t>(n, file_.size() - size_t(pos_));
+    if (k) std::memcpy(dst, file_.data() + pos_, k);
+    return k;
+  }
+
+  size_t inflate_into(uint8_t* dst, size_t n) {
+    size_t got = 0;
+    while (got < n && !done_) {
+      const size_t in_at = size_t(z_.next_in - reinterpret_cast<Bytef*>(file_.data()));
+      z_.avail_in = uInt(std::min<size_t>(file_.size() - in_at, 1u << 30));
+      z_.next_out = dst + got;
+      z_.avail_out = uInt(std::min<size_t>(n - got, 1u << 30));
+      const uInt before = z_.avail_out;
+      const int rc = ::inflate(&z_, Z_NO_FLUSH);
+      got += before - z_.avail_out;
+      const size_t at = size_t(z_.next_in - reinterpret_cast<Bytef*>(file_.data()));
+      if (rc == Z_STREAM_END) {
+        // Another member may follow; anything else after a member is not gzip data.
+        if (at == file_.size()) {
+          done_ = true;
+        } else if (file_.size() - at >= 2 && uint8_t(file_[at]) == 0x1f &&
+                   uint8_t(file_[at + 1]) == 0x8b) {
+          inflateReset(&z_);
+        } else {
+          throw Error(path_, fmt::format("compressed byte {}", at),
+                      fmt::format("corrupt gzip file: {} bytes after the end of the gzip stream "
+                                  "are not gzip data",
+                                  file_.size() - at));
+        }
+      } else if (rc == Z_BUF_ERROR && at == file_.size()) {
+        throw Error(path_, fmt::format("compressed byte {}", at),
+                    "truncated gzip file: the compressed stream ends before its trailer");
+      } else if (rc != Z_OK) {  // Z_BUF_ERROR with input and room left would make no progress
+        throw Error(
+            path_, fmt::format("compressed byte {}", at),
+            fmt::format("corrupt gzip file: {} (zlib)", z_.msg ? z_.msg : "inflate failed"));
+      }
+    }
+    return got;
+  }
+
+  std::string path_, file_;
+  bool gzip_ = false, done_ = false;
+  z_stream z_{};
+  uint64_t pos_ = 0;
+};
+
+const char* idx_type_name(uint8_t t) {
+  switch (t) {
+    case 0x08:
+      return "unsigned bytes";
+    case 0x09:
+      return "signed bytes";
+    case 0x0B:
+      return "16-bit integers";
+    case 0x0C:
+      return "32-bit integers";
+    case 0x0D:
+      return "32-bit floats";
+    case 0x0E:
+      return "64-bit floats";
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace
+
 std::vector<uint8_t> read_idx(const std::string& path, int expected_rank,
                               std::vector<int64_t>& dims) {
-  gzFile f = gzopen(path.c_str(), "rb");  // reads plain files too
-  if (!f) throw Error(path, "", "cannot open the file");
-  auto fail = [&](const std::string& what) {
-    gzclose(f);
-    throw Error(path, "", what);
+  ByteSource src(path);
+  const std::string unit = src.gzip() ? "decompressed byte" : "byte";
+  auto fail = [&](uint64_t at, const std::string& what) -> void {
+    throw Error(path, fmt::format("{} {}", unit, at), what);
   };
-  unsigned char head[4];
-  if (gzread(f, head, 4) != 4) fail("too short for an IDX file");
-  if (head[0] != 0 || head[1] != 0 || head[2] != 0x08)
-    fail("not an IDX file of unsigned bytes (bad magic number)");
+  uint8_t head[4];
+  if (size_t got = src.read(head, 4); got != 4)
+    fail(got, fmt::format("too short for an IDX file ({} bytes)", got));
+  if (head[0] != 0 || head[1] != 0)
+    fail(0, "not an IDX file (bad magic number: it does not begin with two zero bytes)");
+  if (head[2] != 0x08) {
+    const char* type = idx_type_name(head[2]);
+    fail(2,
+         type ? fmt::format("the IDX file holds {}; expected unsigned bytes (type 0x08)", type)
+              : fmt::format("not an IDX file (bad magic number: unknown type 0x{:02x})", head[2]));
+  }
   if (head[3] != expected_rank)
-    fail(fmt::format("expected {} dimensions, the file has {}", expected_rank, head[3]));
+    fail(3, fmt::format("expected {} dimensions, the file has {}", expected_rank, int(head[3])));
   dims.clear();
-  int64_t total = 1;
+  uint64_t total = 1;
   for (int i = 0; i < expected_rank; ++i) {
-    unsigned char b[4];
-    if (gzread(f, b, 4) != 4) fail("truncated header");
-    int64_t d = (int64_t(b[0]) << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
-    if (d <= 0 || d > (1 << 24)) fail(fmt::format("implausible dimension {}", d));
-    dims.push_back(d);
-    total *= d;
+    uint8_t b[4];
+    const uint64_t at = src.position();
+    if (src.read(b, 4) != 4) fail(at, "truncated: the file ends inside its header");
+    const uint32_t d =
+        (uint32_t(b[0]) << 24) | (uint32_t(b[1]) << 16) | (uint32_t(b[2]) << 8) | b[3];
+    if (d == 0) fail(at, fmt::format("dimension {} is 0", i));
+    if (__builtin_mul_overflow(total, uint64_t(d), &total))
+      fail(at, "the dimensions' product does not fit in 64 bits");
+    dims.push_back(int64_t(d));
   }
-  if (total > (int64_t(1) << 31)) fail("too large");
-  std::vector<uint8_t> data(static_cast<size_t>(total));
-  int64_t got = 0;
-  while (got < total) {
-    int r = gzread(f, data.data() + got, unsigned(std::min<int64_t>(total - got, 1 << 30)));
-    if (r <= 0) fail(fmt::format("truncated: expected {} bytes of data, got {}", total, got));
-    got += r;
+  const uint64_t start = src.position();
+  // A plain file's size is known: a header that promises more is refused before
+  // anything is allocated. A gzip file's data is counted as it inflates.
+  auto trailing = [&](uint64_t extra) {
+    fail(start + total,
+         fmt::format("{} more bytes follow the {} bytes of data the header describes", extra,
+                     total));
+  };
+  if (!src.gzip()) {
+    const uint64_t have = src.file_size() - start;
+    if (total > have)
+      fail(start + have,
+           fmt::format("truncated: the header promises {} bytes of data, the file ends after {}",
+                       total, have));
+    if (total < have) trailing(have - total);
   }
-  gzclose(f);
+  std::vector<uint8_t> data;
+  while (data.size() < total) {
+    // Grown as the data arrives: memory follows the data present, not the header's claim.
+    const size_t have = data.size(),
+                 want = size_t(std::min<uint64_t>(total - have, std::max<size_t>(have, 1 << 16)));
+    data.resize(have + want);
+    const size_t got = src.read(data.data() + have, want);
+    if (got < want)
+      fail(start + have + got,
+           fmt::format("truncated: the header promises {} bytes of data, the file ends after {}",
+                       total, have + got));
+  }
+  // Reading on to the end makes zlib check the trailers; nothing may follow the data.
+  uint64_t extra = 0;
+  uint8_t scratch[4096];
+  while (size_t got = src.read(scratch, sizeof scratch)) extra += got;
+  if (extra) trailing(extra);
   return data;
 }
 
 Dataset load_fashion_mnist(const std::string& dir, const std::string& split) {
+  if (split != "train" && split != "test")
+    throw Error(fmt::format("unknown split '{}': Fashion-MNIST has 'train' and 'test'", split));
   struct stat st;
   if (stat(dir.c_str(), &st) != 0)
     throw Error(dir, "",
@@ -73,13 +222,18 @@ Dataset load_fashion_mnist(const std::string& dir, const std::string& split) {
   std::string ipath = find(prefix + "-images-idx3-ubyte"),
               lpath = find(prefix + "-labels-idx1-ubyte");
   d.images = read_idx(ipath, 3, idims);
+  if (idims[1] != 28 || idims[2] != 28)
+    throw Error(ipath, "",
+                fmt::format("expected 28x28 images, the header says {}x{}", idims[1], idims[2]));
   d.labels = read_idx(lpath, 1, ldims);
   if (ldims[0] != idims[0])
-    throw Error(lpath, "", fmt::format("{} labels for {} images", ldims[0], idims[0]));
-  if (idims[1] != 28 || idims[2] != 28)
-    throw Error(ipath, "", fmt::format("expected 28x28 images, got {}x{}", idims[1], idims[2]));
-  for (auto l : d.labels)
-    if (l > 9) throw Error(lpath, "", fmt::format("label {} is not a class 0-9", int(l)));
+    throw Error(lpath, "",
+                fmt::format("{} labels for the {} images of {}", ldims[0], idims[0], ipath));
+  for (size_t i = 0; i < d.labels.size(); ++i)
+    if (d.labels[i] > 9)
+      throw Error(
+          lpath, fmt::format("{} {}", lpath.ends_with(".gz") ? "decompressed byte" : "byte", 8 + i),
+          fmt::format("label {} of example {} is not a class 0-9", int(d.labels[i]), i));
   d.n = idims[0];
   d.rows = idims[1];
   d.cols = idims[2];

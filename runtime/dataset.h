@@ -20,10 +20,14 @@ struct Dataset {
 
 // $WEFT_DATA, else /usr/share/datasets/fashion-mnist.
 std::string default_data_dir();
-// Reads <dir>/<split>-images-idx3-ubyte.gz and the labels ("train" or "t10k" files).
-// Throws Error naming the file and, when the folder is missing, the package to install.
+// Reads <dir>/<split>-images-idx3-ubyte.gz and the labels ("train" or "t10k" files) of
+// split "train" or "test": 28x28 images, as many labels, each a class 0-9. Throws Error
+// naming the file and, when the folder is missing, the package to install.
 Dataset load_fashion_mnist(const std::string& dir, const std::string& split);
-// Reads one IDX file (gzip or plain); `dims` gets its shape. Throws Error.
+// Reads one IDX file of unsigned bytes, gzip (every member inflated to its end, so its
+// CRC-32 and length are checked) or plain; `dims` gets its shape. The data must be
+// exactly what the header describes, nothing missing and nothing after it. Throws Error
+// naming the file and the byte offset (in the decompressed data for gzip).
 std::vector<uint8_t> read_idx(const std::string& path, int expected_rank,
                               std::vector<int64_t>& dims);
 

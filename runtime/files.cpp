@@ -55,12 +55,21 @@ void write_atomic(const std::string& path, const std::string& bytes) {
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata) {
+  // Wider elements first (as safetensors' own writer does), so that every tensor begins
+  // at a multiple of its element size with no padding between: the reader insists.
+  std::vector<const std::pair<std::string, Tensor>*> order;
+  for (auto& nt : tensors) order.push_back(&nt);
+  std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) {
+    return dtype_size(a->second.dtype()) > dtype_size(b->second.dtype());
+  });
   json header = json::object();
   size_t offset = 0;
-  for (auto& [name, t] : tensors) {
-    header[name] = {{"dtype", t.dtype() == DType::f32 ? "F32" : "F64"},
-                    {"shape", t.shape()},
-                    {"data_offsets", {offset, offset + t.bytes()}}};
+  for (auto* nt : order) {
+    const Tensor& t = nt->second;
+    WEFT_ASSERT(!header.contains(nt->first), "tensor '" + nt->first + "' written twice");
+    header[nt->first] = {{"dtype", t.dtype() == DType::f32 ? "F32" : "F64"},
+                         {"shape", t.shape()},
+                         {"data_offsets", {offset, offset + t.bytes()}}};
     offset += t.bytes();
   }
   if (!metadata.empty()) header["__metadata__"] = metadata;
@@ -71,71 +80,190 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   for (int i = 0; i < 8; ++i) out[i] = char((n >> (8 * i)) & 0xff);
   out += h;
   out.reserve(out.size() + offset);
-  // Written in header order, which is the order of the offsets above.
-  for (auto& [name, t] : tensors) out.append(static_cast<const char*>(t.raw()), t.bytes());
+  for (auto* nt : order) out.append(static_cast<const char*>(nt->second.raw()), nt->second.bytes());
   write_atomic(path, out);
 }
+
+namespace {
+
+// The safetensors dtypes, so that a file of another dtype is refused by name.
+const std::string kStDTypes[] = {"BOOL", "U8",  "I8",  "F8_E5M2", "F8_E4M3", "I16", "U16", "F16",
+                                 "BF16", "I32", "U32", "F32",     "F64",     "I64", "U64"};
+
+// safetensors' own reader refuses headers over 100 MB; a checkpoint's is a few kB.
+constexpr uint64_t kMaxHeader = 100'000'000;
+
+// nlohmann keeps the last of repeated keys silently; a header with a name twice is two
+// claims on the same tensor, so it is refused.
+json parse_header(const std::string& path, const std::string& text) {
+  std::vector<std::vector<std::string>> keys;  // per open object
+  auto callback = [&](int, json::parse_event_t ev, json& parsed) {
+    if (ev == json::parse_event_t::object_start) keys.emplace_back();
+    if (ev == json::parse_event_t::object_end) keys.pop_back();
+    if (ev == json::parse_event_t::key) {
+      const std::string& k = parsed.get_ref<const std::string&>();
+      auto& seen = keys.back();
+      if (std::find(seen.begin(), seen.end(), k) != seen.end())
+        throw Error(path, "header", fmt::format("key \"{}\" appears twice in one object", k));
+      seen.push_back(k);
+    }
+    return true;
+  };
+  try {
+    return json::parse(text, callback);
+  } catch (const json::exception& e) {
+    throw Error(path, "header", std::string("not JSON: ") + e.what());
+  }
+}
+
+struct Entry {
+  std::string name;
+  DType dtype;
+  Dims shape;
+  uint64_t begin, end;
+};
+
+// One tensor's entry: {"dtype": ..., "shape": [...], "data_offsets": [begin, end]}, its
+// size checked without overflow against its offsets, which lie inside the data region.
+Entry parse_entry(const std::string& path, const std::string& name, const json& e,
+                  uint64_t data_size, uint64_t base) {
+  const std::string where = "tensor '" + name + "'";
+  std::string at;  // where its data lies in the file, once its offsets are known to be in it
+  auto fail = [&](const std::string& what) -> void { throw Error(path, where, what + at); };
+  if (!e.is_object())
+    fail("expected an object with dtype, shape and data_offsets, got " + e.dump());
+  for (auto& [k, v] : e.items())
+    if (k != "dtype" && k != "shape" && k != "data_offsets")
+      fail(fmt::format("unknown key \"{}\" (expected dtype, shape and data_offsets)", k));
+  if (!e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    fail("lacks dtype, shape or data_offsets");
+  Entry out{name, DType::f32, {}, 0, 0};
+  const json& off = e["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+      !off[1].is_number_unsigned())
+    fail("data_offsets " + off.dump() + " are not [begin, end], two non-negative integers");
+  out.begin = off[0];
+  out.end = off[1];
+  if (out.begin > out.end)
+    fail(fmt::format("data_offsets [{}, {}] end before they begin", out.begin, out.end));
+  if (out.end > data_size)
+    fail(
+        fmt::format("data_offsets [{}, {}] run past the end of the data ({} bytes, ending at "
+                    "file byte {})",
+                    out.begin, out.end, data_size, base + data_size));
+  at = fmt::format(" (data at file byte {})", base + out.begin);
+
+  const json& dt = e["dtype"];
+  const std::string dname = dt.is_string() ? dt.get<std::string>() : "";
+  if (dname == "F32" || dname == "F64")
+    out.dtype = dname == "F32" ? DType::f32 : DType::f64;
+  else if (std::find(std::begin(kStDTypes), std::end(kStDTypes), dname) != std::end(kStDTypes))
+    fail(fmt::format("has dtype {}; weft reads F32 and F64", dname));
+  else
+    fail("unknown dtype " + dt.dump());
+  const size_t elem = dtype_size(out.dtype);
+  if (out.begin % elem != 0)
+    fail(fmt::format("data_offsets begin at {}, not a multiple of its {}-byte elements", out.begin,
+                     elem));
+
+  const json& sh = e["shape"];
+  if (!sh.is_array()) fail("shape is not a list: " + sh.dump());
+  // The product of the non-zero dimensions fits in int64, so every partial product of
+  // numel() does too, in any order.
+  int64_t nonzero = 1;
+  bool empty = false;
+  for (size_t i = 0; i < sh.size(); ++i) {
+    const json& d = sh[i];
+    if (!d.is_number_unsigned() || d.get<uint64_t>() > uint64_t(INT64_MAX))
+      fail(fmt::format("shape[{}] is {}; expected a non-negative integer", i, d.dump()));
+    const int64_t v = d.get<int64_t>();
+    out.shape.push_back(v);
+    if (v == 0) empty = true;
+    if (v != 0 && __builtin_mul_overflow(nonzero, v, &nonzero))
+      fail(fmt::format("shape {} has more elements than fit in 64 bits", sh.dump()));
+  }
+  uint64_t bytes = 0;
+  if (!empty && __builtin_mul_overflow(uint64_t(nonzero), uint64_t(elem), &bytes))
+    fail(fmt::format("shape {} has more bytes than fit in 64 bits", sh.dump()));
+  if (out.end - out.begin != bytes)
+    fail(fmt::format("data_offsets [{}, {}] hold {} bytes, shape {} of {} needs {}", out.begin,
+                     out.end, out.end - out.begin, sh.dump(), dname, bytes));
+  return out;
+}
+
+}  // namespace
 
 SafetensorsFile load_safetensors(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path, "", "cannot open the checkpoint");
   std::stringstream ss;
   ss << f.rdbuf();
-  std::string bytes = ss.str();
-  auto fail = [&](const std::string& what) -> void {
-    throw Error(path, "", "not a valid safetensors file: " + what);
-  };
-  if (bytes.size() < 8) fail("shorter than its 8-byte header length");
+  if (f.bad()) throw Error(path, "", "cannot read the checkpoint");
+  const std::string bytes = ss.str();
+  if (bytes.size() < 8)
+    throw Error(path, "byte 0",
+                fmt::format("not a safetensors file: {} bytes, shorter than the 8-byte header "
+                            "length",
+                            bytes.size()));
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[i])) << (8 * i);
-  if (n > bytes.size() - 8) fail("the header length runs past the end of the file");
-  json header;
-  try {
-    header = json::parse(bytes.substr(8, n));
-  } catch (const json::exception& e) {
-    fail(std::string("the header is not JSON: ") + e.what());
-  }
-  if (!header.is_object()) fail("the header is not an object");
-  const size_t base = 8 + n, data_size = bytes.size() - base;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[size_t(i)])) << (8 * i);
+  if (n > bytes.size() - 8)
+    throw Error(path, "byte 0",
+                fmt::format("the header length {} runs past the end of the file ({} bytes)", n,
+                            bytes.size()));
+  if (n < 2 || n > kMaxHeader)
+    throw Error(path, "byte 0",
+                fmt::format("the header length {} is not that of a JSON header (2 to {} bytes)", n,
+                            kMaxHeader));
+  json header = parse_header(path, bytes.substr(8, n));
+  if (!header.is_object())
+    throw Error(path, "header", "expected a JSON object, got " + std::string(header.type_name()));
+  const uint64_t base = 8 + n, data_size = bytes.size() - base;
   SafetensorsFile out;
+  std::vector<Entry> entries;
   for (auto& [name, e] : header.items()) {
     if (name == "__metadata__") {
-      if (!e.is_object()) fail("__metadata__ is not an object");
+      if (!e.is_object()) throw Error(path, "__metadata__", "expected an object of strings");
       for (auto& [k, v] : e.items()) {
-        if (!v.is_string()) fail("metadata values must be strings");
+        if (!v.is_string())
+          throw Error(path, "__metadata__/" + k, "expected a string, got " + v.dump());
         out.metadata[k] = v;
       }
       continue;
     }
-    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") ||
-        !e.contains("data_offsets"))
-      fail("tensor '" + name + "' lacks dtype, shape or data_offsets");
-    DType dt;
-    if (e["dtype"] == "F32")
-      dt = DType::f32;
-    else if (e["dtype"] == "F64")
-      dt = DType::f64;
-    else
-      fail("tensor '" + name + "' has dtype " + e["dtype"].dump() + " (weft reads F32 and F64)");
-    Dims shape;
-    if (!e["shape"].is_array()) fail("tensor '" + name + "' has a bad shape");
-    for (auto& d : e["shape"]) {
-      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t(1) << 40))
-        fail("tensor '" + name + "' has a bad shape");
-      shape.push_back(d.get<int64_t>());
-    }
-    const json& off = e["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-        !off[1].is_number_unsigned())
-      fail("tensor '" + name + "' has bad data_offsets");
-    uint64_t b = off[0], en = off[1];
-    if (b > en || en > data_size) fail("tensor '" + name + "' lies outside the file");
-    Tensor t(dt, shape);
-    if (t.bytes() != en - b)
-      fail("tensor '" + name + "' has " + std::to_string(en - b) + " bytes for shape " +
-           dims_str(shape));
-    std::memcpy(t.raw(), bytes.data() + base + b, t.bytes());
-    out.tensors[name] = t;
+    entries.push_back(parse_entry(path, name, e, data_size, base));
+  }
+  // The tensors tile the data region: sorted by offset, each begins where the one before
+  // ends, the first at 0 and the last at the end of the file. A header length that is off
+  // by a few bytes, or a tensor read from another's bytes, shows up here.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t covered = 0;
+  const Entry* last = nullptr;
+  for (const Entry& e : entries) {
+    if (e.begin < covered)
+      throw Error(path, "tensor '" + e.name + "'",
+                  fmt::format("data_offsets [{}, {}] overlap tensor '{}' [{}, {}] (file byte {})",
+                              e.begin, e.end, last->name, last->begin, last->end, base + e.begin));
+    if (e.begin > covered)
+      throw Error(path, "tensor '" + e.name + "'",
+                  fmt::format("data bytes [{}, {}) (file bytes {} to {}) belong to no tensor: "
+                              "this tensor begins at {}",
+                              covered, e.begin, base + covered, base + e.begin, e.begin));
+    covered = e.end;
+    last = &e;
+  }
+  if (covered != data_size)
+    throw Error(path, last ? "tensor '" + last->name + "'" : "header",
+                fmt::format("the tensors end at data byte {} (file byte {}), the file has {} more "
+                            "bytes: is the header length ({}) right?",
+                            covered, base + covered, data_size - covered, n));
+  // Validated: every size is bounded by the file's, so nothing here allocates more.
+  for (const Entry& e : entries) {
+    Tensor t(e.dtype, e.shape);
+    if (t.bytes() > 0) std::memcpy(t.raw(), bytes.data() + base + e.begin, t.bytes());
+    out.tensors[e.name] = t;
   }
   return out;
 }

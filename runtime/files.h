@@ -22,7 +22,13 @@ struct SafetensorsFile {
   std::map<std::string, Tensor> tensors;
   std::map<std::string, std::string> metadata;
 };
-// Throws Error naming the file and what is wrong with it.
+// Strict: the header length lies within the file; the header is a JSON object with no
+// repeated keys; each tensor has a known dtype (weft reads F32 and F64), a shape of
+// non-negative integers whose byte size fits in 64 bits, and data_offsets [begin, end]
+// holding exactly that size, begin aligned to the element size; sorted by offset the
+// tensors tile the data region with no gap, overlap or trailing byte; metadata values
+// are strings. Throws Error naming the file, the tensor and the byte offset. Nothing is
+// allocated beyond what the file holds.
 SafetensorsFile load_safetensors(const std::string& path);
 
 // .npy version 1.0; f32/f64 tensors, or bytes as |u1.

@@ -196,6 +196,11 @@ std::string check_gradient(const json& g, const OpDef& d, const Staging& st) {
   if (!g.is_object() || !g.contains("nodes") || !g["nodes"].is_array() || !g.contains("grads") ||
       !g["grads"].is_object())
     return "a gradient is {\"nodes\": [...], \"grads\": {...}}";
+  auto find_attr = [&](const std::string& name) -> const AttrSpec* {
+    for (auto& a : d.attrs)
+      if (a.name == name) return &a;
+    return nullptr;
+  };
   std::set<std::string> known;
   for (auto& i : d.inputs) known.insert(i.name);
   for (auto& o : d.outputs) known.insert(o), known.insert("d" + o);
@@ -206,11 +211,30 @@ std::string check_gradient(const json& g, const OpDef& d, const Staging& st) {
     std::string op = n["op"];
     if (!st.find_op(op))
       return fmt::format("the gradient of op {} names unknown op '{}'", d.name, op);
-    for (auto& r : n.value("in", json::array()))
-      if (r.is_string() && r.get<std::string>().rfind('$', 0) != 0 &&
-          !known.count(r.get<std::string>()))
-        return fmt::format("the gradient of op {} uses unknown id '{}'", d.name,
-                           r.get<std::string>());
+    const json in = n.value("in", json::array());
+    if (!in.is_array())
+      return fmt::format("the gradient of op {}: \"in\" of node '{}' is not a list", d.name,
+                         n["id"].get<std::string>());
+    for (auto& r : in) {
+      if (!r.is_string() && !r.is_number())
+        return fmt::format("the gradient of op {} has input {}; expected an id or a number", d.name,
+                           r.dump());
+      if (r.is_number()) continue;
+      const std::string ref = r;
+      if (ref.rfind('$', 0) == 0) {  // an attribute's value, made a constant
+        const AttrSpec* a = find_attr(ref.substr(1));
+        if (!a || (a->type != AttrType::Int && a->type != AttrType::Float))
+          return fmt::format("the gradient of op {} uses '{}', which is not a number attribute",
+                             d.name, ref);
+      } else if (!known.count(ref)) {
+        return fmt::format("the gradient of op {} uses unknown id '{}'", d.name, ref);
+      }
+    }
+    for (auto& [k, v] : n.items())
+      if (k != "id" && k != "op" && k != "in" && v.is_string() &&
+          v.get<std::string>().rfind('$', 0) == 0 && !find_attr(v.get<std::string>().substr(1)))
+        return fmt::format("the gradient of op {} uses '{}', which is not an attribute", d.name,
+                           v.get<std::string>());
     known.insert(n["id"].get<std::string>());
   }
   for (auto& [input, id] : g["grads"].items()) {
@@ -262,18 +286,37 @@ GradRule make_grad_rule(json g, std::vector<std::string> in_names,
   };
 }
 
+// An integer in [low, high]; json's own get<int>() of 1e300 would be undefined behaviour.
+int64_t whole(const json& v, const std::string& what, int64_t low, int64_t high) {
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(high)) ||
+      v.get<int64_t>() < low || v.get<int64_t>() > high)
+    throw std::runtime_error(
+        fmt::format("{} must be an integer from {} to {}, got {}", what, low, high, v.dump()));
+  return v.get<int64_t>();
+}
+
 OpTest parse_test(const json& t) {
+  if (!t.is_object() || !t.contains("cases") || !t["cases"].is_array())
+    throw std::runtime_error("a test spec is {\"cases\": [[shape, ...], ...], ...}");
   OpTest o;
-  for (auto& c : t.at("cases")) {
+  for (auto& c : t["cases"]) {
+    if (!c.is_array()) throw std::runtime_error("each case is a list of input shapes");
     std::vector<Dims> shapes;
-    for (auto& s : c) shapes.push_back(s.get<Dims>());
+    for (auto& s : c) {
+      if (!s.is_array() || s.size() > WEFT_MAX_DIMS)
+        throw std::runtime_error("a shape is a list of at most 8 sizes");
+      Dims d;
+      for (auto& n : s) d.push_back(whole(n, "a test shape's size", 1, 1 << 16));
+      shapes.push_back(d);
+    }
     o.cases.push_back(shapes);
   }
   o.attrs = t.value("attrs", json::object());
   o.low = t.value("low", -2.0);
   o.high = t.value("high", 2.0);
-  o.order = t.value("order", 1);
-  o.no_grad_inputs = t.value("no_grad_inputs", std::vector<int>{});
+  o.order = int(whole(t.value("order", json(1)), "order", 1, 2));
+  for (auto& i : t.value("no_grad_inputs", json::array()))
+    o.no_grad_inputs.push_back(int(whole(i, "no_grad_inputs", 0, 64)));
   return o;
 }
 
@@ -406,6 +449,15 @@ const LoadedPlugin& load_plugin(const std::string& path) {
   for (auto& d : st.devices) device_list().push_back(d);
   plugin_list().push_back(lp);
   return plugin_list().back();
+}
+
+void check_op_def(const weft_op_def& def, const std::string& origin) {
+  Staging st;
+  st.path = origin;
+  st.plugin = origin;
+  weft_registrar reg{&st, add_op, add_kernel, add_device};
+  add_op(&reg, &def);
+  if (!st.error.empty()) throw Error(origin, "", st.error);
 }
 
 void load_plugins(const std::vector<std::string>& paths) {

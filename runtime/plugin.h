@@ -22,6 +22,10 @@ struct LoadedPlugin {
 const LoadedPlugin& load_plugin(const std::string& path);
 // Loads every library listed in WEFT_PLUGIN_PATH (colon-separated), then `paths`.
 void load_plugins(const std::vector<std::string>& paths);
+// Checks one op definition as load_plugin does (its names and the JSON texts of its
+// attribute schema, gradient subgraph and test spec) and registers nothing. Throws Error
+// naming `origin` and why the op would be refused.
+void check_op_def(const weft_op_def& def, const std::string& origin);
 const std::vector<LoadedPlugin>& loaded_plugins();
 const LoadedPlugin* find_plugin(const std::string& name);
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -269,38 +270,88 @@ void Session::save_checkpoint(const std::string& path) const {
 }
 
 void Session::load_checkpoint(const std::string& path, bool to_continue) {
+  // Everything is checked before anything is copied: a refused checkpoint leaves the
+  // session as it was.
   SafetensorsFile f = load_safetensors(path);
   auto meta = [&](const std::string& k) {
     auto it = f.metadata.find(k);
     if (it == f.metadata.end())
-      throw Error(path, "", "not a weft checkpoint (no \"" + k + "\" in its metadata)");
+      throw Error(path, "__metadata__", "not a weft checkpoint (no \"" + k + "\" in its metadata)");
     return it->second;
   };
-  if (meta("format") != "weft-checkpoint-1")
-    throw Error(path, "", "unknown checkpoint format " + meta("format"));
-  if (to_continue && std::stoll(meta("batch")) != opt.batch)
-    throw Error(path, "",
-                fmt::format("the checkpoint was trained with batch {}, this run uses {}",
-                            meta("batch"), opt.batch));
-  if (to_continue && std::stoull(meta("seed")) != opt.seed)
-    throw Error(path, "",
-                fmt::format("the checkpoint was trained with seed {}, this run uses {}",
-                            meta("seed"), opt.seed));
-  auto take = [&](const std::string& key, Tensor& dst) {
-    auto it = f.tensors.find(key);
-    if (it == f.tensors.end())
-      throw Error(path, "",
-                  "the checkpoint has no tensor '" + key + "': was it made from another graph?");
-    if (it->second.shape() != dst.shape())
-      throw Error(path, "",
-                  fmt::format("tensor '{}' has shape {} in the checkpoint, the graph needs {}", key,
-                              dims_str(it->second.shape()), dims_str(dst.shape())));
-    dst.copy_from(it->second);
+  // A whole decimal integer in [low, high]: "1e3", "50abc", " 7" and "+7" are refused.
+  auto integer = [&](const std::string& k, auto low, auto high) {
+    const std::string v = meta(k);
+    decltype(low) x{};
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size() || x < low || x > high)
+      throw Error(path, "__metadata__/" + k,
+                  fmt::format("expected a whole number from {} to {}, got \"{}\"", low, high, v));
+    return x;
   };
-  for (auto& [name, p] : params) take("param/" + name, p);
+  if (meta("format") != "weft-checkpoint-1")
+    throw Error(
+        path, "__metadata__/format",
+        "unknown checkpoint format \"" + meta("format") + "\" (expected weft-checkpoint-1)");
+  const int64_t ck_step = integer("step", int64_t(0), INT64_MAX);
+  const uint64_t ck_seed = integer("seed", uint64_t(0), UINT64_MAX);
+  const int64_t ck_batch = integer("batch", int64_t(1), INT64_MAX);
+  if (to_continue && ck_batch != opt.batch)
+    throw Error(path, "__metadata__/batch",
+                fmt::format("the checkpoint was trained with batch {}, this run uses {}", ck_batch,
+                            opt.batch));
+  if (to_continue && ck_seed != opt.seed)
+    throw Error(path, "__metadata__/seed",
+                fmt::format("the checkpoint was trained with seed {}, this run uses {}", ck_seed,
+                            opt.seed));
+
+  // What the graph needs, against what the file holds: every difference is listed.
+  std::vector<std::pair<std::string, Tensor>> wanted;
+  for (auto& [name, p] : params) wanted.push_back({"param/" + name, p});
   for (size_t pi = 0; pi < phases.size(); ++pi)
-    for (auto& [name, s] : phases[pi].opt->state()) take(fmt::format("opt/{}/{}", pi, name), s);
-  step = std::stoll(meta("step"));
+    for (auto& [name, st] : phases[pi].opt->state())
+      wanted.push_back({fmt::format("opt/{}/{}", pi, name), st});
+  std::vector<std::string> problems;
+  for (auto& [key, dst] : wanted) {
+    auto it = f.tensors.find(key);
+    if (it == f.tensors.end()) {
+      problems.push_back(fmt::format("missing tensor '{}' ({} {})", key, dtype_name(dst.dtype()),
+                                     dims_str(dst.shape())));
+      continue;
+    }
+    const Tensor& src = it->second;
+    if (src.dtype() != dst.dtype() || src.shape() != dst.shape())
+      problems.push_back(
+          fmt::format("tensor '{}' is {} {} in the checkpoint, the graph needs {} {}", key,
+                      dtype_name(src.dtype()), dims_str(src.shape()), dtype_name(dst.dtype()),
+                      dims_str(dst.shape())));
+  }
+  for (auto& [key, t] : f.tensors)
+    if (std::none_of(wanted.begin(), wanted.end(), [&](auto& w) { return w.first == key; }))
+      problems.push_back(fmt::format("unexpected tensor '{}' ({} {})", key, dtype_name(t.dtype()),
+                                     dims_str(t.shape())));
+  if (!problems.empty())
+    throw Error(path, "",
+                fmt::format("does not fit graph '{}' (was it made from another graph?):\n  {}",
+                            model.name, fmt::join(problems, "\n  ")));
+  for (auto& [key, dst] : wanted) {
+    const Tensor& src = f.tensors.at(key);
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < src.numel(); ++i)
+      if (!std::isfinite(src.at(i)) && bad++ == 0) first = i;
+    if (bad > 0)
+      problems.push_back(
+          fmt::format("tensor '{}' element {} is {} ({} of its {} elements are not "
+                      "finite)",
+                      key, first, src.at(first), bad, src.numel()));
+  }
+  if (!problems.empty())
+    throw Error(
+        path, "",
+        fmt::format("holds values that are not finite:\n  {}", fmt::join(problems, "\n  ")));
+
+  for (auto& [key, dst] : wanted) dst.copy_from(f.tensors.at(key));
+  step = ck_step;
 }
 
 bool write_samples(Session& s, int64_t n, const std::string& path) {
