@@ -92,3 +92,22 @@ void load_train(Load& l) {
 }
 
 }  // namespace weft::load
+
+namespace weft {
+
+void apply_overrides(Model& m, const TrainOverrides& o) {
+  TrainSpec& t = m.train;
+  auto take = [](int64_t v, int64_t& dst, const char* option) {
+    if (v < 0)
+      throw Error("", "", fmt::format("{}: expected a positive integer, got {}", option, v));
+    if (v > 0) dst = v;
+  };
+  take(o.batch, t.batch, "--batch");
+  take(o.steps, t.steps, "--steps");
+  take(o.log_every, t.log_every, "--log-every");
+  take(o.sample_every, t.sample_every, "--sample-every");
+  take(o.checkpoint_every, t.checkpoint_every, "--checkpoint-every");
+  if (o.seed >= 0) t.seed = uint64_t(o.seed);
+}
+
+}  // namespace weft

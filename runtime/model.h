@@ -52,6 +52,14 @@ struct TrainSpec {
   std::vector<std::pair<std::string, ValueId>> log;  // extra scalars written to the metrics
 };
 
+// What the command line may set in place of the graph's "train" values. apply_overrides
+// settles "the command line's value, else the graph's" once, right after loading; from then
+// on everything reads model.train.
+struct TrainOverrides {
+  int64_t batch = 0, steps = 0, log_every = 0, sample_every = 0, checkpoint_every = 0;  // 0: unset
+  int64_t seed = -1;                                                                    // -1: unset
+};
+
 struct Model {
   std::string file, name;
   Graph graph;
@@ -68,6 +76,8 @@ struct Model {
 
 // Throws Error with the file, the JSON pointer and what was expected.
 Model load_model(const std::string& path);
+// Throws Error naming the option when a value is out of range.
+void apply_overrides(Model& m, const TrainOverrides& o);
 Model parse_model(const std::string& text, const std::string& file);
 
 }  // namespace weft

@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "runtime/error.h"
 
@@ -40,24 +39,16 @@ RunFolder::RunFolder(std::string dir, Mode mode) : dir_(std::move(dir)) {
   created_ = !fs::exists(dir_, ec);
   fs::create_directories(dir_, ec);
   if (ec) throw Error(dir_, "", "cannot create the run folder: " + ec.message());
-  const std::string lock = path(".lock");
-  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // The lock is on the folder itself, so that taking it writes nothing into the folder.
+  lock_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (lock_fd_ < 0)
-    throw Error(dir_, "",
-                fmt::format("cannot open the run folder's lock: {}", std::strerror(errno)));
+    throw Error(dir_, "", fmt::format("cannot open the run folder: {}", std::strerror(errno)));
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    std::string owner;
-    std::ifstream(lock) >> owner;
     ::close(lock_fd_);
     lock_fd_ = -1;
     throw Error(dir_, "",
-                fmt::format("another weft run{} is writing into this folder; wait for it to end "
-                            "or pass another --out",
-                            owner.empty() ? "" : " (process " + owner + ")"));
-  }
-  const std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(lock_fd_, 0) == 0 && ::write(lock_fd_, pid.data(), pid.size()) < 0) {
-    // The pid is only a courtesy for the message above; the lock is what counts.
+                "another weft run is writing into this folder; wait for it to end or pass "
+                "another --out");
   }
 
   bool has_run = false;

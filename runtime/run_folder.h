@@ -1,5 +1,5 @@
 // The folder a training run writes into. One run owns it at a time: opening it takes an
-// exclusive lock (flock on DIR/.lock, released by the kernel when the process ends, however
+// exclusive lock (flock on the folder, released by the kernel when the process ends, however
 // it ends), removes temporary files that killed runs left behind, and refuses to start a new
 // run over an existing one unless asked to continue it (--resume) or to replace it
 // (--overwrite).

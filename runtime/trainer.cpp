@@ -55,11 +55,10 @@ void check_session_memory(const Model& m, int64_t batch, DType dtype) {
 }  // namespace
 
 Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o)) {
-  if (opt.batch <= 0) opt.batch = model.train.batch;
-  check_session_memory(model, opt.batch, opt.dtype);
+  check_session_memory(model, model.train.batch, opt.dtype);
   for (const ModelParam& p : model.params) {
     Tensor t(opt.dtype, bind_batch(p.shape, 1));
-    initialize(t, p.init, p.fan_in, p.fan_out, opt.seed, p.name);
+    initialize(t, p.init, p.fan_in, p.fan_out, model.train.seed, p.name);
     params[p.name] = t;
   }
   // Each train.log value is computed by the first phase whose loss depends on it, with the
@@ -93,7 +92,7 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
         ph.logs.push_back({li, targets.size()});
         targets.push_back(model.train.log[li].second);
       }
-    ph.bound = bind_plan(targets, opt.batch);
+    ph.bound = bind_plan(targets, model.train.batch);
     for (size_t k = 0; k < ph.grads.size(); ++k)
       ph.grad_tensors.push_back(&ph.bound.plan->target(1 + k));
     ph.opt = make_optimizer(ps.optimizer, ph.param_tensors, ps.params);
@@ -195,7 +194,7 @@ std::vector<double> Session::train_step(StepTimes* times) {
   std::vector<double> losses;
   int draw = 0;
   const Dataset* d = data_draws_per_step_ > 0 ? dataset(model.data.split) : nullptr;
-  if (d && !batcher_) batcher_ = std::make_unique<Batcher>(*d, opt.batch, opt.seed);
+  if (d && !batcher_) batcher_ = std::make_unique<Batcher>(*d, model.train.batch, model.train.seed);
   for (size_t pi = 0; pi < phases.size(); ++pi) {
     Phase& ph = phases[pi];
     const bool uses_data = reads_data(ph.bound);
@@ -204,9 +203,9 @@ std::vector<double> Session::train_step(StepTimes* times) {
       if (uses_data) examples = &batcher_->indices(step * data_draws_per_step_ + draw++);
       const uint64_t where = uint64_t(pi) * 1024 + uint64_t(r);
       auto t0 = std::chrono::steady_clock::now();
-      fill_inputs(ph.bound, stream_key(opt.seed, uint64_t(step), where), examples, d);
+      fill_inputs(ph.bound, stream_key(model.train.seed, uint64_t(step), where), examples, d);
       auto t1 = std::chrono::steady_clock::now();
-      RunContext ctx{opt.seed, uint64_t(step), where, true};
+      RunContext ctx{model.train.seed, uint64_t(step), where, true};
       if (opt.check_numerics)
         run_checked(ph, pi, ctx);
       else
@@ -245,8 +244,8 @@ Tensor Session::evaluate(const std::string& output, int64_t n, const std::string
                               first + n, split, d->n));
     for (int64_t i = 0; i < n; ++i) examples.push_back(first + i);
   }
-  fill_inputs(b, stream_key(opt.seed, kSampleStream), &examples, d);
-  RunContext ctx{opt.seed, 0, 0, false};
+  fill_inputs(b, stream_key(model.train.seed, kSampleStream), &examples, d);
+  RunContext ctx{model.train.seed, 0, 0, false};
   run_plan(*b.plan, ctx, opt.parallel);
   return b.plan->target(0).to(opt.dtype);
 }
@@ -261,11 +260,11 @@ void Session::save_checkpoint(const std::string& path) const {
       {"format", "weft-checkpoint-1"},
       {"graph", model.name},
       {"step", std::to_string(step)},
-      {"seed", std::to_string(opt.seed)},
-      {"batch", std::to_string(opt.batch)},
+      {"seed", std::to_string(model.train.seed)},
+      {"batch", std::to_string(model.train.batch)},
       {"dtype", dtype_name(opt.dtype)},
       // Every draw is a function of (seed, step, phase, node): this is the whole RNG state.
-      {"rng", fmt::format("counter-based; seed {} at step {}", opt.seed, step)}};
+      {"rng", fmt::format("counter-based; seed {} at step {}", model.train.seed, step)}};
   save_safetensors(path, t, meta);
 }
 
@@ -296,14 +295,14 @@ void Session::load_checkpoint(const std::string& path, bool to_continue) {
   const int64_t ck_step = integer("step", int64_t(0), INT64_MAX);
   const uint64_t ck_seed = integer("seed", uint64_t(0), UINT64_MAX);
   const int64_t ck_batch = integer("batch", int64_t(1), INT64_MAX);
-  if (to_continue && ck_batch != opt.batch)
+  if (to_continue && ck_batch != model.train.batch)
     throw Error(path, "__metadata__/batch",
                 fmt::format("the checkpoint was trained with batch {}, this run uses {}", ck_batch,
-                            opt.batch));
-  if (to_continue && ck_seed != opt.seed)
+                            model.train.batch));
+  if (to_continue && ck_seed != model.train.seed)
     throw Error(path, "__metadata__/seed",
                 fmt::format("the checkpoint was trained with seed {}, this run uses {}", ck_seed,
-                            opt.seed));
+                            model.train.seed));
 
   // What the graph needs, against what the file holds: every difference is listed.
   std::vector<std::pair<std::string, Tensor>> wanted;
@@ -418,11 +417,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   for (auto& ph : s->phases)
     if (s->reads_data(ph.bound)) s->dataset(m.data.split);
   if (to.resume) s->load_checkpoint(ckpt);
-  const int64_t steps = to.steps > 0 ? to.steps : m.train.steps;
-  const int64_t log_every = to.log_every > 0 ? to.log_every : m.train.log_every;
-  const int64_t sample_every = to.sample_every > 0 ? to.sample_every : m.train.sample_every;
-  const int64_t ckpt_every =
-      to.checkpoint_every > 0 ? to.checkpoint_every : m.train.checkpoint_every;
+  const int64_t steps = m.train.steps, log_every = m.train.log_every,
+                sample_every = m.train.sample_every, ckpt_every = m.train.checkpoint_every;
 
   // Metrics: a resumed run keeps the rows up to its checkpoint.
   std::vector<std::string> names;
@@ -487,7 +483,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     auto now = clock::now();
     double dt = std::chrono::duration<double>(now - tlast).count();
     if (dt > 0.5 || st == steps) {
-      rate = double(since * s->opt.batch) / dt;
+      rate = double(since * s->model.train.batch) / dt;
       since = 0;
       tlast = now;
     }

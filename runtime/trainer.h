@@ -15,9 +15,9 @@
 
 namespace weft {
 
+// How a session runs. What it trains (batch, seed, steps) is the model's train section, with
+// the command line's overrides already applied (apply_overrides).
 struct SessionOptions {
-  int64_t batch = 0;  // 0: the graph's train.batch
-  uint64_t seed = 0;
   DType dtype = DType::f32;
   bool parallel = false;
   std::string data_dir;         // "": default_data_dir()
@@ -81,12 +81,10 @@ class Session {
 };
 
 struct TrainOptions {
-  int64_t steps = 0;  // 0: the graph's train.steps
   std::string out_dir = "runs/default";
   bool resume = false;
   bool overwrite = false;  // replace a run already in out_dir
   bool quiet = false;
-  int64_t log_every = 0, sample_every = 0, checkpoint_every = 0;  // 0: the graph's
 };
 
 // Trains, writing DIR/metrics.csv, DIR/samples.png (and per-step grids) and

@@ -106,7 +106,6 @@ const Base& base() {
   static const Base b = [] {
     Base r;
     r.model = load_model(graph("sparse_ae.json"));
-    r.opt.seed = r.model.train.seed;
     Session s(r.model, r.opt);
     s.train_step();
     const fs::path file = temp_dir("base") / "checkpoint.safetensors";

@@ -123,7 +123,7 @@ TEST_CASE("a run folder holds one run: refused, replaced on request, locked, cle
   CHECK(!fs::exists(out / "checkpoint.safetensors.tmp.4194303"));
 
   // While another process holds the folder, a run is refused before it writes anything.
-  int fd = ::open((out / ".lock").c_str(), O_RDWR);
+  int fd = ::open(out.c_str(), O_RDONLY | O_DIRECTORY);
   REQUIRE(fd >= 0);
   REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
   CHECK(run(train + " --steps 9 --resume", log) == 2);

@@ -96,11 +96,11 @@ TEST_CASE("sparse_ae: the loss halves and the reconstruction improves within 300
   apply_threads({0, false});
   fs::path dir = fresh_dir("sparse_ae");
   TrainOptions to;
-  to.steps = 300;
   to.out_dir = dir.string();
   to.quiet = true;
   Model m = load_model(graph("sparse_ae.json"));
-  run_training(m, SessionOptions{.seed = 1}, to);
+  apply_overrides(m, {.steps = 300, .seed = 1});
+  run_training(m, SessionOptions{}, to);
   auto rows = read_metrics(dir / "metrics.csv");
   REQUIRE(rows.size() == 300);
   // columns: step, loss, recon_error, sparsity, samples/s
@@ -119,12 +119,11 @@ TEST_CASE("mlp_gan: 300 steps with finite losses and a PNG grid") {
   apply_threads({0, false});
   fs::path dir = fresh_dir("mlp_gan");
   TrainOptions to;
-  to.steps = 300;
   to.out_dir = dir.string();
   to.quiet = true;
-  to.sample_every = 150;
   Model m = load_model(graph("mlp_gan.json"));
-  run_training(m, SessionOptions{.seed = 1}, to);
+  apply_overrides(m, {.steps = 300, .sample_every = 150, .seed = 1});
+  run_training(m, SessionOptions{}, to);
   auto rows = read_metrics(dir / "metrics.csv");
   REQUIRE(rows.size() == 300);
   for (auto& r : rows) {
@@ -148,15 +147,15 @@ TEST_CASE("a run stopped and resumed equals an uninterrupted run, bit for bit") 
   fs::path a = fresh_dir("resume_a"), b = fresh_dir("resume_b");
   TrainOptions to;
   to.quiet = true;
-  to.steps = 40;
+  apply_overrides(m, {.steps = 40, .seed = 5});
   to.out_dir = a.string();
-  run_training(m, SessionOptions{.seed = 5}, to);
+  run_training(m, SessionOptions{}, to);
   to.out_dir = b.string();
-  to.steps = 17;
-  run_training(m, SessionOptions{.seed = 5}, to);
-  to.steps = 40;
+  m.train.steps = 17;
+  run_training(m, SessionOptions{}, to);
+  m.train.steps = 40;
   to.resume = true;
-  run_training(m, SessionOptions{.seed = 5}, to);
+  run_training(m, SessionOptions{}, to);
   SafetensorsFile fa = load_safetensors((a / "checkpoint.safetensors").string());
   SafetensorsFile fb = load_safetensors((b / "checkpoint.safetensors").string());
   CHECK(fa.metadata.at("step") == "40");

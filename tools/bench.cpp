@@ -28,7 +28,7 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
     StepTimes t;
     for (int64_t i = 0; i < steps; ++i) {
       // Re-run this phase's plan alone with profiling; the optimizer is not stepped.
-      RunContext ctx{so.seed, uint64_t(s.step), uint64_t(pi) * 1024, true};
+      RunContext ctx{s.model.train.seed, uint64_t(s.step), uint64_t(pi) * 1024, true};
       run_plan(*s.phases[pi].bound.plan, ctx, false, &t);
     }
     auto& plan = *s.phases[pi].bound.plan;
@@ -45,9 +45,10 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
   double flops = 0;
   for (auto& ph : s.phases)
     for (auto& st : ph.bound.plan->steps) flops += st.flops * ph.spec.repeat;
-  fmt::print("{}: batch {}, {} steps after {} warm-up\n", m.file, s.opt.batch, steps, warmup);
+  fmt::print("{}: batch {}, {} steps after {} warm-up\n", m.file, s.model.train.batch, steps,
+             warmup);
   fmt::print("training: {:.1f} ms/step, {:.0f} samples/s, {:.1f} GFLOP/s ({:.3f} GFLOP/step)\n",
-             1e3 * secs / double(steps), double(steps * s.opt.batch) / secs,
+             1e3 * secs / double(steps), double(steps * s.model.train.batch) / secs,
              flops * double(steps) / secs / 1e9, flops / 1e9);
   std::vector<std::pair<double, std::string>> rows;
   for (auto& [k, v] : by_op) rows.push_back({v, k});

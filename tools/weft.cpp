@@ -44,20 +44,28 @@ void add_common(CLI::App* c, Common& o, bool graph = true) {
   add_plugin_option(c, o.plugins);
 }
 
-SessionOptions session_options(const Model& m, const Common& o) {
+// Loads the graph and settles, once, every value the command line may override.
+Model load(const Common& o, TrainOverrides t = {}) {
+  Model m = load_model(o.graph);
+  t.batch = o.batch;
+  t.seed = o.seed;
+  apply_overrides(m, t);
+  return m;
+}
+
+SessionOptions session_options(const Common& o) {
   apply_threads({o.threads, o.parallel});
   SessionOptions so;
-  so.batch = o.batch;
-  so.seed = o.seed >= 0 ? uint64_t(o.seed) : m.train.seed;
   so.parallel = o.parallel;
   so.data_dir = o.data;
   return so;
 }
 
 // ---- train --------------------------------------------------------------------------
-int cmd_train(const Common& o, const TrainOptions& to, bool check_numerics) {
-  Model m = load_model(o.graph);
-  SessionOptions so = session_options(m, o);
+int cmd_train(const Common& o, const TrainOverrides& t, const TrainOptions& to,
+              bool check_numerics) {
+  Model m = load(o, t);
+  SessionOptions so = session_options(o);
   so.check_numerics = check_numerics;
   auto s = run_training(m, so, to);
   return s->stopped_by ? 128 + s->stopped_by : 0;  // the shell's convention for a signal
@@ -80,7 +88,7 @@ std::string with_commas(int64_t v) {
 }
 
 int cmd_check(const Common& o) {
-  Model m = load_model(o.graph);
+  Model m = load(o);
   fmt::print("{}: graph \"{}\" is valid\n\ninputs\n", o.graph, m.name);
   for (auto& in : m.inputs)
     fmt::print("  {:<24} {:<16} {}\n", in.name, shape_str(in.shape), source_str(in));
@@ -114,8 +122,9 @@ int cmd_check(const Common& o) {
   fmt::print("  {:<12} {:>12} {:>14} {:>8}\n", "total", with_commas(total.trainable),
              with_commas(total.state), total.tensors);
   if (!m.train.phases.empty()) {
-    Session s(m, session_options(m, o));
-    fmt::print("\ntraining step at batch {} (forward + backward, after fusion)\n", s.opt.batch);
+    Session s(m, session_options(o));
+    fmt::print("\ntraining step at batch {} (forward + backward, after fusion)\n",
+               s.model.train.batch);
     double all = 0;
     for (auto& ph : s.phases) {
       double f = 0;
@@ -162,8 +171,8 @@ int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::s
                const std::string& npy) {
   if (png.empty() && npy.empty())
     throw Error("weft sample writes nothing without --out grid.png or --npy FILE");
-  Model m = load_model(o.graph);
-  Session s(m, session_options(m, o));
+  Model m = load(o);
+  Session s(m, session_options(o));
   s.load_checkpoint(ckpt, false);
   if (!m.outputs.count("samples"))
     throw Error(o.graph, "/outputs", "the graph names no \"samples\" output");
@@ -178,8 +187,8 @@ int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::s
 
 int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
                const std::string& output, const std::string& split) {
-  Model m = load_model(o.graph);
-  Session s(m, session_options(m, o));
+  Model m = load(o);
+  Session s(m, session_options(o));
   s.load_checkpoint(ckpt, false);
   const Dataset* d = s.dataset(split);
   const int64_t chunk = 500;
@@ -240,6 +249,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   Common o;
   TrainOptions to;
+  TrainOverrides overrides;
   std::string ckpt, out, npy, output = "features", split = "test", op;
   int64_t n = 64, steps = 20, warmup = 3;
   bool all_ops = false;
@@ -248,7 +258,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::function<int()>> table;
   auto* train = app.add_subcommand("train", "train a graph on its data");
   add_common(train, o);
-  train->add_option("--steps", to.steps, "train up to this many steps in total");
+  train->add_option("--steps", overrides.steps, "train up to this many steps in total");
   train->add_option("--out", to.out_dir, "run folder: metrics, samples, checkpoint")
       ->capture_default_str();
   train->add_flag("--resume", to.resume, "continue from the run folder's checkpoint");
@@ -257,12 +267,13 @@ int main(int argc, char** argv) {
   bool check_numerics = false;
   train->add_flag("--check-numerics", check_numerics,
                   "check every node's output for NaN and Inf; name the first that is not finite");
-  train->add_option("--sample-every", to.sample_every, "write a sample grid every N steps");
-  train->add_option("--checkpoint-every", to.checkpoint_every, "write a checkpoint every N steps");
-  train->add_option("--log-every", to.log_every,
+  train->add_option("--sample-every", overrides.sample_every, "write a sample grid every N steps");
+  train->add_option("--checkpoint-every", overrides.checkpoint_every,
+                    "write a checkpoint every N steps");
+  train->add_option("--log-every", overrides.log_every,
                     "print progress every N steps (when not a terminal)");
   train->add_flag("--quiet", to.quiet, "print nothing but errors");
-  table["train"] = [&] { return cmd_train(o, to, check_numerics); };
+  table["train"] = [&] { return cmd_train(o, overrides, to, check_numerics); };
 
   auto* check = app.add_subcommand("check", "validate a graph; print shapes, parameters and FLOPs");
   add_common(check, o);
@@ -296,8 +307,8 @@ int main(int argc, char** argv) {
   int nodes = 0;
   bench->add_option("--nodes", nodes, "also list the N slowest plan steps");
   table["bench"] = [&] {
-    Model m = load_model(o.graph);
-    return run_bench(m, session_options(m, o), steps, warmup, nodes);
+    Model m = load(o);
+    return run_bench(m, session_options(o), steps, warmup, nodes);
   };
 
   auto* grad =
