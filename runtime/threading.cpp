@@ -4,27 +4,62 @@
 #include <tbb/global_control.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <string>
 #include <thread>
 
 namespace weft {
 
-// OpenMP's wait policy must be decided before the OpenMP runtime starts. libgomp's default
-// lets a thread that waits at a barrier spin for up to 300,000 iterations before it sleeps.
-// On a quiet machine that saves a wake-up per parallel region; on a busy one it is a
-// disaster: when another process holds one of the cores, the spinning thread burns its time
-// slice waiting for a team mate that the scheduler cannot run, so every oneDNN primitive and
-// every optimizer loop waits a scheduling quantum, and a 2-thread mlp_gan step went from a
-// few ms to over a second. With passive waiting (sleep at once, woken by a futex) the step
-// stays close to its one-thread time, and the quiet machine loses nothing measurable
-// (README, "Threading"). libgomp reads these settings once, in its own constructor, from the
-// environment the process started with: a setenv() even from the executable's
-// pre-initialization array comes too late (measured with OMP_DISPLAY_ENV=verbose: the wait
-// policy changes, the spin count stays 300,000). So the runner sets them and executes itself
-// again, once. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is.
-void use_passive_openmp_wait(char** argv) {
+namespace {
+
+// The cores that other processes kept busy over a short interval, from /proc/stat (this
+// process sleeps meanwhile, so nearly all of it is theirs); -1 if it cannot be read.
+double busy_cores(std::chrono::milliseconds interval) {
+  auto sample = [](uint64_t& total, uint64_t& idle) {
+    std::ifstream f("/proc/stat");
+    std::string cpu;
+    uint64_t v[8] = {};
+    if (!(f >> cpu) || cpu != "cpu") return false;
+    for (auto& x : v) f >> x;  // user nice system idle iowait irq softirq steal
+    total = 0;
+    for (auto x : v) total += x;
+    idle = v[3] + v[4];
+    return bool(f);
+  };
+  uint64_t t0 = 0, i0 = 0, t1 = 0, i1 = 0;
+  if (!sample(t0, i0)) return -1;
+  std::this_thread::sleep_for(interval);
+  if (!sample(t1, i1) || t1 <= t0) return -1;
+  const double busy = double((t1 - t0) - (i1 - i0)) / double(t1 - t0);
+  return busy * double(std::thread::hardware_concurrency());
+}
+
+}  // namespace
+
+// OpenMP's wait policy must be decided before the OpenMP runtime starts, and no single
+// policy is right for both a quiet and a busy machine (tools/bench_threads.py, README
+// "Threading"). libgomp's default lets a thread that waits at a barrier spin before it
+// sleeps. On a quiet machine that is what makes a 2-thread step fast: on this project's
+// 2-core virtual machine, sleeping at once (OMP_WAIT_POLICY=passive) made mlp_gan's step
+// twice as slow, because waking a sleeping thread costs more than a small primitive. On a
+// busy machine spinning is a disaster: when another process holds one of the cores, the
+// spinning thread burns its time slice waiting for a team mate that the scheduler cannot
+// run, every oneDNN primitive waits for a scheduling quantum, and mlp_gan fell from
+// thousands of samples/s to tens; passive waiting keeps it near its one-thread speed.
+// So weft looks at the machine when it starts: if other processes keep busy at least half
+// a core, its OpenMP threads wait passively. libgomp reads these settings once, in its own
+// constructor, from the environment the process started with (a setenv() even from the
+// executable's pre-initialization array comes too late: OMP_DISPLAY_ENV=verbose shows the
+// spin count unchanged), so the runner sets them and executes itself again, once. A user's
+// own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is. The thread count is not changed
+// automatically, because results depend on it (oneDNN splits reductions by thread).
+void choose_openmp_wait_policy(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
+  if (std::thread::hardware_concurrency() < 2) return;
+  if (busy_cores(std::chrono::milliseconds(60)) < 0.5) return;  // quiet: libgomp's default
   setenv("OMP_WAIT_POLICY", "passive", 0);
   setenv("GOMP_SPINCOUNT", "0", 0);
   execv("/proc/self/exe", argv);  // returns only on failure: run on with libgomp's default

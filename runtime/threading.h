@@ -15,9 +15,11 @@ struct ThreadPolicy {
   bool parallel = false;  // run independent steps side by side on TBB
 };
 
-// Makes OpenMP's threads sleep at once when they wait (OMP_WAIT_POLICY=passive) unless the
-// user chose a policy, by executing the program again with it set; call first in main().
-void use_passive_openmp_wait(char** argv);
+// Decides OpenMP's wait policy for the process: libgomp's default (spin a while, then sleep)
+// on a quiet machine, passive waiting when other processes keep the cores busy; a user's own
+// OMP_WAIT_POLICY or GOMP_SPINCOUNT wins. May execute the program again with the policy in
+// its environment, so call it first in main().
+void choose_openmp_wait_policy(char** argv);
 
 // Applies the policy to TBB and OpenMP for the whole process; returns the thread count.
 int apply_threads(const ThreadPolicy& p);

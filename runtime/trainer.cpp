@@ -118,6 +118,7 @@ const Dataset* Session::dataset(const std::string& split) {
 }
 
 BoundPlan Session::bind_plan(const std::vector<ValueId>& targets, int64_t batch) {
+  check_session_memory(model, batch, opt.dtype);  // before the inputs are allocated
   BoundPlan b;
   PlanOptions po;
   po.batch = batch;

@@ -17,6 +17,7 @@
 #include "runtime/model.h"
 #include "runtime/plugin.h"
 #include "runtime/rng.h"
+#include "runtime/trainer.h"
 
 using namespace weft;
 using json = nlohmann::json;
@@ -168,6 +169,27 @@ TEST_CASE("mutated graph files load or are refused with an Error") {
     std::string path = (dir / name).string();
     int refused = survive(path, original, 1, 400, [&] { load_model(path); });
     CHECK(refused > 200);  // most mutations break something, and are reported
+  }
+}
+
+TEST_CASE("graph files with extreme sizes are refused with an Error, or load and compile") {
+  // Widths, batches, kernels, strides and paddings of 2^31, 2^40, 2^62, 2^63 - 1 and the like:
+  // shape rules and plans must check their arithmetic and the memory a run would need.
+  fs::path dir = fs::temp_directory_path() / "weft_fuzz";
+  fs::create_directories(dir);
+  for (auto name : {"mlp_gan.json", "dcgan.json"}) {
+    std::string original = slurp(std::string(WEFT_SOURCE_DIR) + "/graphs/" + name);
+    std::string path = (dir / name).string();
+    int compiled = 0;
+    int refused = refusals(200, [&](uint64_t i) {
+      spit(path, with_extremes(original, 12, i));
+      Model m = load_model(path);
+      if (compiled < 8 && !m.train.phases.empty()) {  // plans with oneDNN primitives: a few
+        ++compiled;
+        Session s(m, SessionOptions{});
+      }
+    });
+    CHECK(refused > 20);
   }
 }
 

@@ -151,6 +151,33 @@ TEST_CASE("a plugin kernel's error at run time is reported, and the process goes
   CHECK_NOTHROW(run_plan(*ok, RunContext{}, false));
 }
 
+TEST_CASE("a plugin kernel that fails stops the run even when its node is only logged") {
+  fs::path dir = fs::temp_directory_path() / "weft_test_logged_failure";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path g = dir / "g.json";
+  std::ofstream(g) << R"({
+  "weft": 1,
+  "data": {"dataset": "fashion-mnist", "split": "train"},
+  "inputs": {"x": {"shape": ["B", 784], "from": "data.images"}},
+  "nets": {"E": {"in": ["x"], "layers": [{"op": "linear", "units": 8}, {"op": "sigmoid"}]}},
+  "nodes": [
+    {"id": "code", "call": "E", "in": ["x"]},
+    {"id": "loss", "op": "mean", "in": ["code"]},
+    {"id": "doomed", "op": "mean", "in": [{"op": "always_fails", "in": ["code"]}]}
+  ],
+  "train": {"batch": 8, "steps": 3, "log": ["doomed"],
+            "phases": [{"minimize": "loss", "params": ["E"], "optimizer": {"sgd": {"lr": 0.1}}}]}
+})";
+  std::string out;
+  CHECK(run(std::string(WEFT_BINARY) + " train " + g.string() + " --quiet --plugin " +
+                broken("kernel_error") + " --out " + (dir / "run").string(),
+            out) == 2);
+  CHECK(out.find("kernel 'cpu' of op always_fails (plugin weft-broken-kernel-error) failed: the "
+                 "kernel was asked to fail") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "run" / "checkpoint.safetensors"));
+}
+
 TEST_CASE("the runner: --plugin, WEFT_PLUGIN_PATH, requires, ops and gradcheck") {
   const std::string w = WEFT_BINARY, lib = WEFT_EXAMPLE_PLUGIN;
   const std::string graph = std::string(WEFT_SOURCE_DIR) + "/graphs/dcgan_mbstd.json";

@@ -5,9 +5,10 @@ OpenMP wait policy: what the README's "Threading" section quotes.
     tools/bench_threads.py [--rounds 5] [--steps 100] [MODEL ...]
 
 MODEL is mlp_gan, sparse_ae or dcgan (default: mlp_gan sparse_ae). For each model and
-round, in alternation: `weft bench` at 2 threads with weft's default (OpenMP threads wait
-passively), with libgomp's own default (spin up to 300,000 iterations before sleeping:
-GOMP_SPINCOUNT=300000), and at 1 thread; first on a quiet machine, then while a second weft
+round, in alternation: `weft bench` at 2 threads with weft's default (it looks at the
+machine when it starts: spin when quiet, wait passively when other processes are busy),
+always with libgomp's spinning default (GOMP_SPINCOUNT=300000), always passive
+(OMP_WAIT_POLICY=passive), and at 1 thread; first on a quiet machine, then while a second weft
 run (mlp_gan training at 1 thread, endlessly) holds one core. Prints the median samples/s.
 """
 import argparse
@@ -22,8 +23,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEFT = os.path.join(ROOT, "build", "weft")
 POLICIES = [
-    ("2 threads, passive wait (weft's default)", {}, 2),
-    ("2 threads, libgomp's spinning wait", {"GOMP_SPINCOUNT": "300000"}, 2),
+    ("2 threads, weft's default (chosen at start)", {}, 2),
+    ("2 threads, always spin (libgomp's default)", {"GOMP_SPINCOUNT": "300000"}, 2),
+    ("2 threads, always passive", {"OMP_WAIT_POLICY": "passive"}, 2),
     ("1 thread", {}, 1),
 ]
 

@@ -171,6 +171,7 @@ int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::s
                const std::string& npy) {
   if (png.empty() && npy.empty())
     throw Error("weft sample writes nothing without --out grid.png or --npy FILE");
+  if (n <= 0) throw Error(fmt::format("--n: expected a positive number of samples, got {}", n));
   Model m = load(o);
   Session s(m, session_options(o));
   s.load_checkpoint(ckpt, false);
@@ -244,7 +245,7 @@ int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes)
 }  // namespace
 
 int main(int argc, char** argv) {
-  use_passive_openmp_wait(argv);  // see runtime/threading.h: a busy machine must not stall us
+  choose_openmp_wait_policy(argv);  // before OpenMP starts: see runtime/threading.h
   CLI::App app{"weft: train generative models written as JSON graphs"};
   app.require_subcommand(1);
   Common o;
