@@ -37,9 +37,11 @@ void write_atomic(const std::string& path, const std::string& bytes) {
     }
     done += size_t(r);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  const int synced = ::fsync(fd) == 0 ? 0 : errno;
+  const int closed = ::close(fd) == 0 ? 0 : errno;
+  if (synced || closed) {
     ::unlink(tmp.c_str());
-    throw Error(path, "", fmt::format("cannot write: {}", std::strerror(errno)));
+    throw Error(path, "", fmt::format("cannot write: {}", std::strerror(synced ? synced : closed)));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;

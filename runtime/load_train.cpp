@@ -97,17 +97,20 @@ namespace weft {
 
 void apply_overrides(Model& m, const TrainOverrides& o) {
   TrainSpec& t = m.train;
-  auto take = [](int64_t v, int64_t& dst, const char* option) {
-    if (v < 0)
-      throw Error("", "", fmt::format("{}: expected a positive integer, got {}", option, v));
-    if (v > 0) dst = v;
+  auto take = [](const std::optional<int64_t>& v, int64_t& dst, const char* option) {
+    if (!v) return;
+    if (*v <= 0)
+      throw Error("", "", fmt::format("{}: expected a positive integer, got {}", option, *v));
+    dst = *v;
   };
   take(o.batch, t.batch, "--batch");
   take(o.steps, t.steps, "--steps");
   take(o.log_every, t.log_every, "--log-every");
   take(o.sample_every, t.sample_every, "--sample-every");
   take(o.checkpoint_every, t.checkpoint_every, "--checkpoint-every");
-  if (o.seed >= 0) t.seed = uint64_t(o.seed);
+  if (o.seed && *o.seed < 0)
+    throw Error("", "", fmt::format("--seed: expected a non-negative integer, got {}", *o.seed));
+  if (o.seed) t.seed = uint64_t(*o.seed);
 }
 
 }  // namespace weft

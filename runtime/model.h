@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,8 +57,7 @@ struct TrainSpec {
 // settles "the command line's value, else the graph's" once, right after loading; from then
 // on everything reads model.train.
 struct TrainOverrides {
-  int64_t batch = 0, steps = 0, log_every = 0, sample_every = 0, checkpoint_every = 0;  // 0: unset
-  int64_t seed = -1;                                                                    // -1: unset
+  std::optional<int64_t> batch, steps, log_every, sample_every, checkpoint_every, seed;
 };
 
 struct Model {

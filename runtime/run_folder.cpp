@@ -36,21 +36,29 @@ bool is_temporary(const std::string& name) {
 
 RunFolder::RunFolder(std::string dir, Mode mode) : dir_(std::move(dir)) {
   std::error_code ec;
+  if (mode == Mode::resume && !fs::exists(path("checkpoint.safetensors"), ec))
+    throw Error(path("checkpoint.safetensors"), "", "no checkpoint to resume from");
   created_ = !fs::exists(dir_, ec);
   fs::create_directories(dir_, ec);
   if (ec) throw Error(dir_, "", "cannot create the run folder: " + ec.message());
+  try {
+    lock_and_check(mode);
+  } catch (...) {
+    release();
+    throw;
+  }
+}
+
+void RunFolder::lock_and_check(Mode mode) {
   // The lock is on the folder itself, so that taking it writes nothing into the folder.
   lock_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (lock_fd_ < 0)
     throw Error(dir_, "", fmt::format("cannot open the run folder: {}", std::strerror(errno)));
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    ::close(lock_fd_);
-    lock_fd_ = -1;
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     throw Error(dir_, "",
                 "another weft run is writing into this folder; wait for it to end or pass "
                 "another --out");
-  }
-
+  std::error_code ec;
   bool has_run = false;
   for (auto& e : fs::directory_iterator(dir_, ec)) {
     const std::string name = e.path().filename().string();
@@ -60,8 +68,9 @@ RunFolder::RunFolder(std::string dir, Mode mode) : dir_(std::move(dir)) {
     }
     has_run = has_run || is_run_file(name);
   }
-  const bool has_checkpoint = fs::exists(path("checkpoint.safetensors"));
-  if (mode == Mode::resume && !has_checkpoint)
+  if (ec) throw Error(dir_, "", "cannot read the run folder: " + ec.message());
+  const bool has_checkpoint = fs::exists(path("checkpoint.safetensors"), ec);
+  if (mode == Mode::resume && !has_checkpoint)  // it went away meanwhile
     throw Error(path("checkpoint.safetensors"), "", "no checkpoint to resume from");
   if (mode == Mode::fresh && has_run)
     throw Error(dir_, "",
@@ -72,13 +81,14 @@ RunFolder::RunFolder(std::string dir, Mode mode) : dir_(std::move(dir)) {
                       "--overwrite to replace them, or another --out");
 }
 
-RunFolder::~RunFolder() {
-  if (lock_fd_ < 0) return;
+void RunFolder::release() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+  lock_fd_ = -1;
   std::error_code ec;
-  if (created_ && !keep_) fs::remove(path(".lock"), ec);
-  ::close(lock_fd_);                             // releases the lock
-  if (created_ && !keep_) fs::remove(dir_, ec);  // only if empty
+  if (created_ && !keep_) fs::remove(dir_, ec);  // only if empty: a run that never started
 }
+
+RunFolder::~RunFolder() { release(); }
 
 void RunFolder::clear_previous_run() const {
   std::error_code ec;

@@ -30,6 +30,9 @@ class RunFolder {
   void keep() { keep_ = true; }
 
  private:
+  void lock_and_check(Mode mode);
+  void release();
+
   std::string dir_;
   int lock_fd_ = -1;
   bool created_ = false, keep_ = false;

@@ -63,6 +63,8 @@ void choose_openmp_wait_policy(char** argv) {
   setenv("OMP_WAIT_POLICY", "passive", 0);
   setenv("GOMP_SPINCOUNT", "0", 0);
   execv("/proc/self/exe", argv);  // returns only on failure: run on with libgomp's default
+  unsetenv("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
 }
 
 int apply_threads(const ThreadPolicy& p) {

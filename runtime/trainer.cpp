@@ -396,6 +396,9 @@ class StopSignals {
   void (*term_)(int) = SIG_DFL;
 };
 
+// Sample grids show this many samples.
+constexpr int64_t kGridSamples = 64;
+
 // A loss that grows this many times beyond its first value (or beyond 1 when that is
 // smaller) is worth a warning: the run is likely diverging, long before it overflows.
 constexpr double kDivergence = 1e6;
@@ -415,8 +418,16 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   // Everything that can fail on the user's input (plans, data, the checkpoint) is done
   // before the first byte is written into the folder.
   auto s = std::make_unique<Session>(m, so);
-  for (auto& ph : s->phases)
-    if (s->reads_data(ph.bound)) s->dataset(m.data.split);
+  for (auto& ph : s->phases) {
+    if (!s->reads_data(ph.bound)) continue;
+    const Dataset* d = s->dataset(m.data.split);
+    if (m.train.batch > d->n)
+      throw Error(m.file, "/train/batch",
+                  fmt::format("batch {} is larger than the {} split ({} examples)", m.train.batch,
+                              m.data.split, d->n));
+  }
+  if (m.outputs.count("samples"))  // its plan and the test split it may read, now
+    s->evaluate("samples", kGridSamples, "test", 0);
   if (to.resume) s->load_checkpoint(ckpt);
   const int64_t steps = m.train.steps, log_every = m.train.log_every,
                 sample_every = m.train.sample_every, ckpt_every = m.train.checkpoint_every;
@@ -505,7 +516,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
         fmt::print(stderr, "{}\n", line);
     }
     if (st % sample_every == 0 && st != steps && !stop.received()) {
-      write_samples(*s, 64, fmt::format("{}/samples_step{:06d}.png", to.out_dir, st));
+      write_samples(*s, kGridSamples, fmt::format("{}/samples_step{:06d}.png", to.out_dir, st));
       out.flush();
       save_loss_plot(metrics, folder.path("losses.svg"));
     }
@@ -518,16 +529,15 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   if (tty) fmt::print(stderr, "\n");
   out.flush();
   s->stopped_by = stop.received();
-  if (write_samples(*s, 64, folder.path("samples.png")) && !to.quiet && !s->stopped_by)
+  if (write_samples(*s, kGridSamples, folder.path("samples.png")) && !to.quiet && !s->stopped_by)
     fmt::print("samples: {}/samples.png\n", to.out_dir);
   s->save_checkpoint(ckpt);
   save_loss_plot(metrics, folder.path("losses.svg"));
   if (s->stopped_by) {
     fmt::print(stderr,
-               "weft: stopped by {} after step {} of {}; the checkpoint and metrics are written.\n"
-               "Continue with: weft train {} --out {} --resume --steps {}\n",
-               s->stopped_by == SIGINT ? "SIGINT" : "SIGTERM", s->step, steps, m.file, to.out_dir,
-               steps);
+               "weft: stopped by {} after step {} of {}; the checkpoint and metrics are written "
+               "in {}.\nTo continue, run the same command with --resume.\n",
+               s->stopped_by == SIGINT ? "SIGINT" : "SIGTERM", s->step, steps, to.out_dir);
   } else if (!to.quiet) {
     fmt::print("checkpoint: {}\nmetrics: {} (plotted in {}/losses.svg)\n", ckpt, metrics,
                to.out_dir);

@@ -18,8 +18,10 @@
 #include "runtime/plugin.h"
 #include "runtime/rng.h"
 #include "runtime/trainer.h"
+#include "tests/test_util.h"
 
 using namespace weft;
+using weft::test::gzip;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -130,20 +132,6 @@ int refusals(int n, F attempt) {
     }
   }
   return refused;
-}
-
-std::string gzip(const std::string& plain) {
-  std::string out(compressBound(uLong(plain.size())) + 32, '\0');
-  z_stream z{};
-  REQUIRE(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(plain.data()));
-  z.avail_in = uInt(plain.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = uInt(out.size());
-  REQUIRE(deflate(&z, Z_FINISH) == Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
 }
 
 template <class F>

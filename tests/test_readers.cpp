@@ -18,8 +18,10 @@
 #include "runtime/files.h"
 #include "runtime/model.h"
 #include "runtime/trainer.h"
+#include "tests/test_util.h"
 
 using namespace weft;
+using weft::test::gzip;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -366,21 +368,6 @@ TEST_CASE("weft sample and weft train --resume exit 2 on a malformed checkpoint"
 namespace {
 
 const std::string kData = default_data_dir();
-
-std::string gzip(const std::string& plain) {
-  uLongf n = compressBound(uLong(plain.size())) + 32;
-  std::string out(n, '\0');
-  z_stream z{};
-  REQUIRE(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(plain.data()));
-  z.avail_in = uInt(plain.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = uInt(out.size());
-  REQUIRE(deflate(&z, Z_FINISH) == Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
 
 std::string be32(uint32_t v) {
   return {char(v >> 24), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};

@@ -133,6 +133,30 @@ TEST_CASE("a run folder holds one run: refused, replaced on request, locked, cle
   CHECK(metric_rows(out / "metrics.csv") == 9);
 }
 
+TEST_CASE("command-line values are checked, and a run refused for them writes nothing") {
+  fs::path dir = fresh_dir("options");
+  fs::path g = plain_graph(dir / "graph");
+  fs::path out = dir / "out";
+  const std::string train = kWeft + " train " + g.string() + " --quiet --out " + out.string();
+  std::string log;
+  CHECK(run(train + " --batch abc", log) == 2);
+  CHECK(log.find("--batch") != std::string::npos);
+  CHECK(run(train + " --batch 0", log) == 2);
+  CHECK(log.find("--batch: expected a positive integer, got 0") != std::string::npos);
+  CHECK(run(train + " --steps -3", log) == 2);
+  CHECK(log.find("--steps: expected a positive integer, got -3") != std::string::npos);
+  CHECK(run(train + " --seed -1", log) == 2);
+  CHECK(log.find("--seed: expected a non-negative integer, got -1") != std::string::npos);
+  CHECK(run(train + " --batch 70000", log) == 2);
+  CHECK(log.find("/train/batch: batch 70000 is larger than the train split (60000 examples)") !=
+        std::string::npos);
+  CHECK(run(train + " --resume", log) == 2);
+  CHECK(log.find("no checkpoint to resume from") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));  // not even an empty folder
+  CHECK(run(kWeft + " gradcheck --op square --shape 4,x", log) == 2);
+  CHECK(log.find("--shape 4,x: expected positive sizes") != std::string::npos);
+}
+
 TEST_CASE("SIGINT and SIGTERM stop after the step with a checkpoint; the resumed run is exact") {
   fs::path dir = fresh_dir("signal");
   fs::path g = plain_graph(dir / "graph");

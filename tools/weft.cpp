@@ -3,9 +3,13 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 
 #include "runtime/files.h"
@@ -25,8 +29,14 @@ struct Common {
   std::vector<std::string> plugins;
   int threads = 0;
   bool parallel = false;
-  int64_t seed = -1, batch = 0;
+  // Unset unless given: the graph's value then stands (apply_overrides decides).
+  static constexpr int64_t kUnset = std::numeric_limits<int64_t>::min();
+  int64_t seed = kUnset, batch = kUnset;
 };
+
+std::optional<int64_t> given(int64_t v) {
+  return v == Common::kUnset ? std::nullopt : std::optional<int64_t>(v);
+}
 
 void add_plugin_option(CLI::App* c, std::vector<std::string>& plugins) {
   c->add_option("--plugin", plugins,
@@ -47,8 +57,8 @@ void add_common(CLI::App* c, Common& o, bool graph = true) {
 // Loads the graph and settles, once, every value the command line may override.
 Model load(const Common& o, TrainOverrides t = {}) {
   Model m = load_model(o.graph);
-  t.batch = o.batch;
-  t.seed = o.seed;
+  t.batch = given(o.batch);
+  t.seed = given(o.seed);
   apply_overrides(m, t);
   return m;
 }
@@ -89,6 +99,10 @@ std::string with_commas(int64_t v) {
 
 int cmd_check(const Common& o) {
   Model m = load(o);
+  // The training plans are compiled before anything is printed: a graph that loads but
+  // cannot be planned (or would not fit in memory) is not valid.
+  std::unique_ptr<Session> s;
+  if (!m.train.phases.empty()) s = std::make_unique<Session>(m, session_options(o));
   fmt::print("{}: graph \"{}\" is valid\n\ninputs\n", o.graph, m.name);
   for (auto& in : m.inputs)
     fmt::print("  {:<24} {:<16} {}\n", in.name, shape_str(in.shape), source_str(in));
@@ -96,7 +110,7 @@ int cmd_check(const Common& o) {
   for (auto& n : m.graph.nodes) {
     if (n.def->is_source) continue;
     std::vector<std::string> shapes;
-    for (auto& s : n.shapes) shapes.push_back(shape_str(s));
+    for (auto& shape : n.shapes) shapes.push_back(shape_str(shape));
     fmt::print("  {:<32} {:<18} {}\n", n.name, n.op(), fmt::join(shapes, " "));
   }
   // Trainable parameters apart from state the optimizers never touch (batch norm's running
@@ -121,12 +135,11 @@ int cmd_check(const Common& o) {
                with_commas(c.state), c.tensors);
   fmt::print("  {:<12} {:>12} {:>14} {:>8}\n", "total", with_commas(total.trainable),
              with_commas(total.state), total.tensors);
-  if (!m.train.phases.empty()) {
-    Session s(m, session_options(o));
+  if (s) {
     fmt::print("\ntraining step at batch {} (forward + backward, after fusion)\n",
-               s.model.train.batch);
+               s->model.train.batch);
     double all = 0;
-    for (auto& ph : s.phases) {
+    for (auto& ph : s->phases) {
       double f = 0;
       for (auto& st : ph.bound.plan->steps) f += st.flops;
       f *= ph.spec.repeat;
@@ -227,8 +240,16 @@ int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes)
     Dims x;
     std::stringstream ss(s);
     std::string part;
-    while (std::getline(ss, part, ','))
-      if (!part.empty()) x.push_back(std::stoll(part));
+    while (std::getline(ss, part, ',')) {
+      int64_t v = 0;
+      auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+      if (ec != std::errc() || end != part.data() + part.size() || v <= 0 || v > 4096)
+        throw Error(
+            fmt::format("--shape {}: expected positive sizes up to 4096 separated by "
+                        "commas, like 4,7",
+                        s));
+      x.push_back(v);
+    }
     dims.push_back(x);
   }
   bool ok = true;
@@ -245,7 +266,9 @@ int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes)
 }  // namespace
 
 int main(int argc, char** argv) {
-  choose_openmp_wait_policy(argv);  // before OpenMP starts: see runtime/threading.h
+  // Before OpenMP starts (runtime/threading.h); only the commands that train or run a model.
+  const std::set<std::string> computes = {"train", "bench", "sample", "encode"};
+  if (argc > 1 && computes.count(argv[1])) choose_openmp_wait_policy(argv);
   CLI::App app{"weft: train generative models written as JSON graphs"};
   app.require_subcommand(1);
   Common o;
@@ -319,7 +342,12 @@ int main(int argc, char** argv) {
   add_plugin_option(grad, o.plugins);
   table["gradcheck"] = [&] { return cmd_gradcheck(op, shapes); };
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);  // prints help, or the mistake with a hint
+    return rc == 0 ? 0 : 2;      // a mistake on the command line is the user's: status 2
+  }
   try {
     load_plugins(o.plugins);
     for (auto* sub : app.get_subcommands()) return table.at(sub->get_name())();

@@ -1,0 +1,26 @@
+// Small helpers the suites share.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <zlib.h>
+
+#include <string>
+
+namespace weft::test {
+
+// `plain` compressed as one gzip member (what Debian's Fashion-MNIST files are).
+inline std::string gzip(const std::string& plain) {
+  std::string out(compressBound(uLong(plain.size())) + 32, '\0');
+  z_stream z{};
+  REQUIRE(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(plain.data()));
+  z.avail_in = uInt(plain.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = uInt(out.size());
+  REQUIRE(deflate(&z, Z_FINISH) == Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+}  // namespace weft::test
