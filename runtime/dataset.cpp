@@ -163,13 +163,20 @@ std::vector<uint8_t> read_idx(const std::string& path, int expected_rank,
       fail(at, "the dimensions' product does not fit in 64 bits");
     dims.push_back(int64_t(d));
   }
+  // Datasets are read into memory whole; a header that claims more than this is refused
+  // before a byte is read, so a small compressed file cannot make weft inflate gigabytes.
+  constexpr uint64_t kMaxData = uint64_t(4) << 30;
+  if (total > kMaxData)
+    fail(src.position(), fmt::format("the header describes {} bytes of data; weft reads at most "
+                                     "4 GiB from one IDX file",
+                                     total));
   const uint64_t start = src.position();
   // A plain file's size is known: a header that promises more is refused before
   // anything is allocated. A gzip file's data is counted as it inflates.
-  auto trailing = [&](uint64_t extra) {
-    fail(start + total,
-         fmt::format("{} more bytes follow the {} bytes of data the header describes", extra,
-                     total));
+  auto trailing = [&](uint64_t extra, bool at_least = false) {
+    fail(start + total, fmt::format("{}{} more bytes follow the {} bytes of data the header "
+                                    "describes",
+                                    at_least ? "at least " : "", extra, total));
   };
   if (!src.gzip()) {
     const uint64_t have = src.file_size() - start;
@@ -194,7 +201,10 @@ std::vector<uint8_t> read_idx(const std::string& path, int expected_rank,
   // Reading on to the end makes zlib check the trailers; nothing may follow the data.
   uint64_t extra = 0;
   uint8_t scratch[4096];
-  while (size_t got = src.read(scratch, sizeof scratch)) extra += got;
+  while (size_t got = src.read(scratch, sizeof scratch)) {
+    extra += got;
+    if (extra >= (1u << 20)) trailing(extra, true);  // enough to refuse; the rest may be a bomb
+  }
   if (extra) trailing(extra);
   return data;
 }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <unordered_set>
 #include <vector>
 
 namespace weft {
@@ -98,16 +99,14 @@ constexpr uint64_t kMaxHeader = 100'000'000;
 // nlohmann keeps the last of repeated keys silently; a header with a name twice is two
 // claims on the same tensor, so it is refused.
 json parse_header(const std::string& path, const std::string& text) {
-  std::vector<std::vector<std::string>> keys;  // per open object
+  std::vector<std::unordered_set<std::string>> keys;  // per open object
   auto callback = [&](int, json::parse_event_t ev, json& parsed) {
     if (ev == json::parse_event_t::object_start) keys.emplace_back();
     if (ev == json::parse_event_t::object_end) keys.pop_back();
     if (ev == json::parse_event_t::key) {
       const std::string& k = parsed.get_ref<const std::string&>();
-      auto& seen = keys.back();
-      if (std::find(seen.begin(), seen.end(), k) != seen.end())
+      if (!keys.back().insert(k).second)
         throw Error(path, "header", fmt::format("key \"{}\" appears twice in one object", k));
-      seen.push_back(k);
     }
     return true;
   };

@@ -468,7 +468,10 @@ TEST_CASE("IDX headers and sizes are checked, plain and gzip") {
     CHECK_HAS(read_error(write("huge", idx({0xffffffffu, 0xffffffffu, 0xffffffffu}, "")), 3),
               "the dimensions' product does not fit in 64 bits");
     msg = read_error(write("promise", idx({1u << 31, 1u << 31, 2}, "abc")), 3);
-    CHECK_HAS(msg, "the header promises 9223372036854775808 bytes of data");
+    CHECK_HAS(msg, "the header describes 9223372036854775808 bytes of data; weft reads at most "
+                   "4 GiB from one IDX file");
+    msg = read_error(write("short", idx({1000, 28, 28}, "abc")), 3);
+    CHECK_HAS(msg, "the header promises 784000 bytes of data, the file ends after 3");
     CHECK_HAS(read_error(write("header", std::string("\0\0\x08\x03\0\0", 6)), 3),
               "the file ends inside its header");
     CHECK_HAS(read_error(write("tiny", std::string("\0\0", 2)), 3), "too short for an IDX file");
