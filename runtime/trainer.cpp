@@ -383,6 +383,9 @@ class StopSignals {
   StopSignals() {
     g_stop_signal = 0;
     int_ = std::signal(SIGINT, on_stop_signal);
+    // A job started in the background by a shell has SIGINT ignored, so that the terminal's
+    // Ctrl-C is not for it; it stays ignored.
+    if (int_ == SIG_IGN) std::signal(SIGINT, SIG_IGN);
     term_ = std::signal(SIGTERM, on_stop_signal);
   }
   ~StopSignals() {

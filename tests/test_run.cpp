@@ -157,6 +157,30 @@ TEST_CASE("command-line values are checked, and a run refused for them writes no
   CHECK(log.find("--shape 4,x: expected positive sizes") != std::string::npos);
 }
 
+// Starts `weft train` on g into out (800 steps, no shell between) with SIGINT's disposition
+// set to `sigint` as a shell would (SIG_IGN for a background job), and returns once it has
+// trained a few steps.
+pid_t start_training(const fs::path& g, const fs::path& out, const std::string& err_file,
+                     void (*sigint)(int)) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int fd = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    ::signal(SIGINT, sigint);
+    ::signal(SIGTERM, SIG_DFL);
+    const std::string graph_file = g.string(), out_dir = out.string();
+    execl(kWeft.c_str(), "weft", "train", graph_file.c_str(), "--quiet", "--threads", "1",
+          "--batch", "128", "--steps", "800", "--checkpoint-every", "100000", "--out",
+          out_dir.c_str(), nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 600 && metric_rows(out / "metrics.csv") < 3; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(metric_rows(out / "metrics.csv") >= 3);
+  return pid;
+}
+
 TEST_CASE("SIGINT and SIGTERM stop after the step with a checkpoint; the resumed run is exact") {
   fs::path dir = fresh_dir("signal");
   fs::path g = plain_graph(dir / "graph");
@@ -168,23 +192,7 @@ TEST_CASE("SIGINT and SIGTERM stop after the step with a checkpoint; the resumed
   for (int sig : {SIGINT, SIGTERM}) {
     fs::path out = dir / ("stopped" + std::to_string(sig));
     const std::string err_file = (dir / "stderr.txt").string();
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {  // the child: weft itself, no shell between
-      int fd = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 2);
-      ::signal(SIGINT, SIG_DFL);  // as a shell in the foreground would leave them
-      ::signal(SIGTERM, SIG_DFL);
-      const std::string steps = "800", graph_file = g.string(), out_dir = out.string();
-      execl(kWeft.c_str(), "weft", "train", graph_file.c_str(), "--quiet", "--threads", "1",
-            "--batch", "128", "--steps", steps.c_str(), "--checkpoint-every", "100000", "--out",
-            out_dir.c_str(), nullptr);
-      _exit(127);
-    }
-    // Wait until it has trained some steps (and written no checkpoint yet), then signal.
-    for (int i = 0; i < 600 && metric_rows(out / "metrics.csv") < 3; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    REQUIRE(metric_rows(out / "metrics.csv") >= 3);
+    pid_t pid = start_training(g, out, err_file, SIG_DFL);
     ::kill(pid, sig);
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -204,6 +212,18 @@ TEST_CASE("SIGINT and SIGTERM stop after the step with a checkpoint; the resumed
     REQUIRE(run(base + " --resume --out " + out.string(), log) == 0);
     CHECK(slurp(out / "checkpoint.safetensors") == slurp(dir / "whole" / "checkpoint.safetensors"));
   }
+
+  // A background job (SIGINT ignored, as a shell starts it) is not stopped by Ctrl-C.
+  const fs::path out = dir / "background";
+  pid_t pid = start_training(g, out, (dir / "stderr.txt").string(), SIG_IGN);
+  ::kill(pid, SIGINT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  int status = 0;
+  CHECK(::waitpid(pid, &status, WNOHANG) == 0);  // still running
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 128 + SIGTERM);
 }
 
 TEST_CASE("train.log values that no loss needs are computed") {
