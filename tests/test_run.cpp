@@ -157,11 +157,11 @@ TEST_CASE("command-line values are checked, and a run refused for them writes no
   CHECK(log.find("--shape 4,x: expected positive sizes") != std::string::npos);
 }
 
-// Starts `weft train` on g into out (800 steps, no shell between) with SIGINT's disposition
-// set to `sigint` as a shell would (SIG_IGN for a background job), and returns once it has
-// trained a few steps.
+// Starts `weft train` on g into out (`steps` steps, no shell between) with SIGINT's
+// disposition set to `sigint` as a shell would (SIG_IGN for a background job), and returns
+// once it has trained a few steps.
 pid_t start_training(const fs::path& g, const fs::path& out, const std::string& err_file,
-                     void (*sigint)(int)) {
+                     void (*sigint)(int), const std::string& steps) {
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -171,12 +171,12 @@ pid_t start_training(const fs::path& g, const fs::path& out, const std::string& 
     ::signal(SIGTERM, SIG_DFL);
     const std::string graph_file = g.string(), out_dir = out.string();
     execl(kWeft.c_str(), "weft", "train", graph_file.c_str(), "--quiet", "--threads", "1",
-          "--batch", "128", "--steps", "800", "--checkpoint-every", "100000", "--out",
+          "--batch", "128", "--steps", steps.c_str(), "--checkpoint-every", "100000", "--out",
           out_dir.c_str(), nullptr);
     _exit(127);
   }
-  for (int i = 0; i < 600 && metric_rows(out / "metrics.csv") < 3; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 6000 && metric_rows(out / "metrics.csv") < 3; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   REQUIRE(metric_rows(out / "metrics.csv") >= 3);
   return pid;
 }
@@ -185,14 +185,14 @@ TEST_CASE("SIGINT and SIGTERM stop after the step with a checkpoint; the resumed
   fs::path dir = fresh_dir("signal");
   fs::path g = plain_graph(dir / "graph");
   const std::string base =
-      kWeft + " train " + g.string() + " --quiet --threads 1 --batch 128 --steps 800";
+      kWeft + " train " + g.string() + " --quiet --threads 1 --batch 128 --steps 2000";
   std::string log;
   REQUIRE(run(base + " --out " + (dir / "whole").string(), log) == 0);
 
   for (int sig : {SIGINT, SIGTERM}) {
     fs::path out = dir / ("stopped" + std::to_string(sig));
     const std::string err_file = (dir / "stderr.txt").string();
-    pid_t pid = start_training(g, out, err_file, SIG_DFL);
+    pid_t pid = start_training(g, out, err_file, SIG_DFL, "2000");
     ::kill(pid, sig);
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -207,15 +207,16 @@ TEST_CASE("SIGINT and SIGTERM stop after the step with a checkpoint; the resumed
     SafetensorsFile f = load_safetensors((out / "checkpoint.safetensors").string());
     const size_t rows = metric_rows(out / "metrics.csv");
     CHECK(f.metadata.at("step") == std::to_string(rows));
-    CHECK(rows < 800);
+    CHECK(rows < 2000);
 
     REQUIRE(run(base + " --resume --out " + out.string(), log) == 0);
     CHECK(slurp(out / "checkpoint.safetensors") == slurp(dir / "whole" / "checkpoint.safetensors"));
   }
 
-  // A background job (SIGINT ignored, as a shell starts it) is not stopped by Ctrl-C.
+  // A background job (SIGINT ignored, as a shell starts it) is not stopped by Ctrl-C. It has
+  // steps enough never to finish by itself, so only SIGTERM ends it.
   const fs::path out = dir / "background";
-  pid_t pid = start_training(g, out, (dir / "stderr.txt").string(), SIG_IGN);
+  pid_t pid = start_training(g, out, (dir / "stderr.txt").string(), SIG_IGN, "100000000");
   ::kill(pid, SIGINT);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   int status = 0;
