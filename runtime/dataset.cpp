@@ -218,19 +218,25 @@ Dataset load_fashion_mnist(const std::string& dir, const std::string& split) {
                 "no Fashion-MNIST here: install it with 'apt-get install dataset-fashion-mnist' or "
                 "pass --data DIR");
   std::string prefix = split == "test" ? "t10k" : "train";
-  auto find = [&](const std::string& stem) {
-    std::string gz = dir + "/" + stem + ".gz";
-    if (stat(gz.c_str(), &st) == 0) return gz;
-    std::string plain = dir + "/" + stem;
-    if (stat(plain.c_str(), &st) == 0) return plain;
-    throw Error(gz, "", "missing Fashion-MNIST file (from the package dataset-fashion-mnist)");
+  // The names of Fashion-MNIST's and MNIST's distributions (the same), gzipped or not, and
+  // the dotted names some MNIST copies use (train-images.idx3-ubyte).
+  auto find = [&](const std::string& kind, const std::string& idx) {
+    const std::string stem = prefix + "-" + kind + "-" + idx + "-ubyte";
+    for (const std::string& name : {stem + ".gz", stem, prefix + "-" + kind + "." + idx + "-ubyte",
+                                    prefix + "-" + kind + "." + idx + "-ubyte.gz"}) {
+      const std::string path = dir + "/" + name;
+      if (stat(path.c_str(), &st) == 0) return path;
+    }
+    throw Error(dir + "/" + stem + ".gz", "",
+                fmt::format("missing IDX file (also looked for {0} and {1}): Fashion-MNIST from "
+                            "the package dataset-fashion-mnist, or MNIST's files",
+                            stem, prefix + "-" + kind + "." + idx + "-ubyte"));
   };
   Dataset d;
   d.dir = dir;
   d.split = split;
   std::vector<int64_t> idims, ldims;
-  std::string ipath = find(prefix + "-images-idx3-ubyte"),
-              lpath = find(prefix + "-labels-idx1-ubyte");
+  std::string ipath = find("images", "idx3"), lpath = find("labels", "idx1");
   d.images = read_idx(ipath, 3, idims);
   if (idims[1] != 28 || idims[2] != 28)
     throw Error(ipath, "",

@@ -233,9 +233,15 @@ Tensor Session::evaluate(const std::string& output, int64_t n, const std::string
   auto it = model.outputs.find(output);
   if (it == model.outputs.end())
     throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
-  auto cached = eval_plans_.find({output, n});
+  return evaluate_values({it->second}, n, split, first).at(0);
+}
+
+std::vector<Tensor> Session::evaluate_values(const std::vector<ValueId>& values, int64_t n,
+                                             const std::string& split, int64_t first,
+                                             uint64_t draw) {
+  auto cached = eval_plans_.find({values, n});
   if (cached == eval_plans_.end())
-    cached = eval_plans_.emplace(std::pair{output, n}, bind_plan({it->second}, n)).first;
+    cached = eval_plans_.emplace(std::pair{values, n}, bind_plan(values, n)).first;
   BoundPlan& b = cached->second;
   std::vector<int64_t> examples;
   const Dataset* d = reads_data(b) ? dataset(split) : nullptr;
@@ -245,10 +251,12 @@ Tensor Session::evaluate(const std::string& output, int64_t n, const std::string
                               first + n, split, d->n));
     for (int64_t i = 0; i < n; ++i) examples.push_back(first + i);
   }
-  fill_inputs(b, stream_key(model.train.seed, kSampleStream), &examples, d);
+  fill_inputs(b, stream_key(model.train.seed, kSampleStream, draw), &examples, d);
   RunContext ctx{model.train.seed, 0, 0, false};
   run_plan(*b.plan, ctx, opt.parallel);
-  return b.plan->target(0).to(opt.dtype);
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < values.size(); ++i) out.push_back(b.plan->target(i).to(opt.dtype));
+  return out;
 }
 
 void Session::save_checkpoint(const std::string& path) const {

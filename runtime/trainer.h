@@ -50,6 +50,10 @@ class Session {
   // The named output for `n` examples in inference mode: noise drawn from a fixed stream,
   // data (if needed) from `split`, examples [first, first + n).
   Tensor evaluate(const std::string& output, int64_t n, const std::string& split, int64_t first);
+  // The same for any values of the graph; `draw` picks another fixed noise stream (0 is the
+  // one evaluate uses), so successive batches of an evaluation see fresh noise.
+  std::vector<Tensor> evaluate_values(const std::vector<ValueId>& values, int64_t n,
+                                      const std::string& split, int64_t first, uint64_t draw = 0);
 
   void save_checkpoint(const std::string& path) const;
   // to_continue: the run goes on training, so batch and seed must match the checkpoint's.
@@ -75,7 +79,8 @@ class Session {
   void fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<int64_t>* examples,
                    const Dataset* d);
   std::map<std::string, std::unique_ptr<Dataset>> data_;
-  std::map<std::pair<std::string, int64_t>, BoundPlan> eval_plans_;  // evaluate(): compiled once
+  // evaluate_values(): a plan per list of values and batch size, compiled once.
+  std::map<std::pair<std::vector<ValueId>, int64_t>, BoundPlan> eval_plans_;
   std::unique_ptr<Batcher> batcher_;
   int data_draws_per_step_ = 0;
 };

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "runtime/dataset.h"
 #include "runtime/files.h"
@@ -468,8 +469,9 @@ TEST_CASE("IDX headers and sizes are checked, plain and gzip") {
     CHECK_HAS(read_error(write("huge", idx({0xffffffffu, 0xffffffffu, 0xffffffffu}, "")), 3),
               "the dimensions' product does not fit in 64 bits");
     msg = read_error(write("promise", idx({1u << 31, 1u << 31, 2}, "abc")), 3);
-    CHECK_HAS(msg, "the header describes 9223372036854775808 bytes of data; weft reads at most "
-                   "4 GiB from one IDX file");
+    CHECK_HAS(msg,
+              "the header describes 9223372036854775808 bytes of data; weft reads at most "
+              "4 GiB from one IDX file");
     msg = read_error(write("short", idx({1000, 28, 28}, "abc")), 3);
     CHECK_HAS(msg, "the header promises 784000 bytes of data, the file ends after 3");
     CHECK_HAS(read_error(write("header", std::string("\0\0\x08\x03\0\0", 6)), 3),
@@ -510,4 +512,45 @@ TEST_CASE("weft train exits 2 on a corrupt data file, naming it") {
             out) == 2);
   CHECK_HAS(out, (dir / "train-labels-idx1-ubyte.gz").string());
   CHECK_HAS(out, "incorrect data check");
+}
+
+TEST_CASE("--data reads MNIST's IDX files as distributed: gzipped, plain, or with dotted names") {
+  // MNIST's four files have Fashion-MNIST's names; some copies are unpacked, and some use
+  // dots (train-images.idx3-ubyte). A small set of each kind: 96 training, 80 test images.
+  auto write_set = [&](const fs::path& dir, const std::string& sep, bool gz) {
+    fs::create_directories(dir);
+    const std::string ext = gz ? ".gz" : "";
+    auto put = [&](const std::string& name, const std::string& bytes) {
+      spit(dir / (name + ext), gz ? gzip(bytes) : bytes);
+    };
+    put("train-images" + sep + "idx3-ubyte", images(96));
+    put("train-labels" + sep + "idx1-ubyte", labels(96));
+    put("t10k-images" + sep + "idx3-ubyte", images(80));
+    put("t10k-labels" + sep + "idx1-ubyte", labels(80));
+  };
+  const fs::path root = temp_dir("mnist");
+  const std::string g = graph("sources/001_ae.json");  // batch 32
+  for (auto [name, sep, gz] : {std::tuple{"plain", "-", false}, std::tuple{"gzip", "-", true},
+                               std::tuple{"dotted", ".", false}}) {
+    INFO(name);
+    const fs::path dir = root / name;
+    write_set(dir, sep, gz);
+    std::string out;
+    REQUIRE(run("train " + g + " --steps 2 --quiet --data " + dir.string() + " --out " +
+                    (dir / "run").string(),
+                out) == 0);
+    // The evaluation reads the 80 test images written above, not Fashion-MNIST's 10,000.
+    REQUIRE(run("eval " + g + " --data " + dir.string() + " --checkpoint " +
+                    (dir / "run" / "checkpoint.safetensors").string(),
+                out) == 0);
+    CHECK_HAS(out, "test split: 2 batches of 32 (64 examples; the last 16 left out)");
+    CHECK_HAS(out, "recon_error");
+  }
+  // A folder without the files says which names it looked for.
+  std::string out;
+  CHECK(run("train " + g + " --steps 1 --quiet --data " + root.string() + " --out " +
+                (root / "run").string(),
+            out) == 2);
+  CHECK_HAS(out, (root / "train-images-idx3-ubyte.gz").string());
+  CHECK_HAS(out, "also looked for train-images-idx3-ubyte and train-images.idx3-ubyte");
 }

@@ -16,7 +16,10 @@
 #include <sstream>
 #include <thread>
 
+#include "runtime/dataset.h"
 #include "runtime/files.h"
+#include "runtime/model.h"
+#include "runtime/trainer.h"
 
 using namespace weft;
 namespace fs = std::filesystem;
@@ -279,4 +282,42 @@ TEST_CASE("values that are not finite: a true message, and --check-numerics name
   INFO(log);
   CHECK(log.find("the run is probably diverging") != std::string::npos);
   if (rc != 0) CHECK(log.find("is nan at step") != std::string::npos);
+}
+
+TEST_CASE("weft eval: a checkpoint's losses over the whole test split, as computed by hand") {
+  fs::path dir = fresh_dir("eval");
+  fs::path g = plain_graph(dir / "graph");  // batch 32; loss = the mean squared error per pixel
+  const fs::path out = dir / "out";
+  std::string log;
+  REQUIRE(run(kWeft + " train " + g.string() + " --quiet --out " + out.string(), log) == 0);
+  const std::string ckpt = (out / "checkpoint.safetensors").string();
+  REQUIRE(run(kWeft + " eval " + g.string() + " --checkpoint " + ckpt, log) == 0);
+  INFO(log);
+  CHECK(log.find("test split: 312 batches of 32 (9984 examples; the last 16 left out)") !=
+        std::string::npos);
+
+  // The same figure from the reconstructions themselves and the test images' bytes.
+  Model m = load_model(g.string());
+  Session s(m, SessionOptions{});
+  s.load_checkpoint(ckpt, false);
+  const Dataset* d = s.dataset("test");
+  double sum = 0;
+  for (int64_t first = 0; first + 32 <= d->n; first += 32) {
+    Tensor r = s.evaluate("samples", 32, "test", first).to(DType::f64);
+    double se = 0;
+    for (int64_t i = 0; i < 32 * 784; ++i) {
+      const double x = d->images[size_t(first * 784 + i)] / 255.0;
+      se += (r.data<double>()[i] - x) * (r.data<double>()[i] - x);
+    }
+    sum += se / (32 * 784);
+  }
+  const double expected = sum / 312;
+  const size_t at = log.find("\nloss ");
+  REQUIRE(at != std::string::npos);
+  const double reported = std::stod(log.substr(log.find_first_not_of(' ', at + 5)));
+  CHECK(reported == doctest::Approx(expected).epsilon(1e-5));
+  CHECK(log.find("code_mean") != std::string::npos);  // train.log values too
+
+  // A graph's own mistakes are named: a checkpoint of another graph is refused.
+  CHECK(run(kWeft + " eval " + graph("sparse_ae.json") + " --checkpoint " + ckpt, log) == 2);
 }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <functional>
@@ -45,8 +46,9 @@ void add_plugin_option(CLI::App* c, std::vector<std::string>& plugins) {
 
 void add_common(CLI::App* c, Common& o, bool graph = true) {
   if (graph) c->add_option("graph", o.graph, "the model's JSON file")->required();
-  c->add_option("--data", o.data,
-                "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)");
+  c->add_option(
+      "--data", o.data,
+      "folder of Fashion-MNIST's or MNIST's IDX files (default /usr/share/datasets/fashion-mnist)");
   c->add_option("--threads", o.threads, "threads (default: all cores)");
   c->add_flag("--parallel", o.parallel, "run independent steps side by side on TBB");
   c->add_option("--seed", o.seed, "random seed (default: the graph's train.seed)");
@@ -229,6 +231,47 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
   return 0;
 }
 
+// ---- eval --------------------------------------------------------------------------
+// Every phase's loss and every train.log value, averaged over a whole split in inference
+// mode (batch norm by its running statistics, no dropout), in batches of the training size
+// so that batch statistics (a sparsity penalty's mean activation) mean what they meant in
+// training. Each batch draws its own fixed noise.
+int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split) {
+  Model m = load(o);
+  Session s(m, session_options(o));
+  s.load_checkpoint(ckpt, false);
+  std::vector<std::string> names;
+  std::vector<ValueId> values;
+  for (auto& ph : m.train.phases)
+    if (std::find(names.begin(), names.end(), ph.loss_name) == names.end()) {
+      names.push_back(ph.loss_name);
+      values.push_back(ph.loss);
+    }
+  for (auto& [name, v] : m.train.log) {
+    names.push_back(name);
+    values.push_back(v);
+  }
+  if (values.empty()) throw Error(o.graph, "/train", "nothing to evaluate: no phases and no log");
+  const Dataset* d = s.dataset(split);
+  const int64_t batch = m.train.batch, batches = d->n / batch;
+  if (batches == 0)
+    throw Error(
+        o.graph, "/train/batch",
+        fmt::format("batch {} is larger than the {} split ({} examples)", batch, split, d->n));
+  std::vector<double> sum(values.size(), 0.0);
+  for (int64_t k = 0; k < batches; ++k) {
+    std::vector<Tensor> t = s.evaluate_values(values, batch, split, k * batch, uint64_t(k));
+    for (size_t i = 0; i < t.size(); ++i) sum[i] += t[i].to(DType::f64).data<double>()[0];
+  }
+  fmt::print("{} split: {} batches of {} ({} examples{})\n", split, batches, batch, batches * batch,
+             d->n % batch ? fmt::format("; the last {} left out", d->n % batch) : std::string());
+  size_t width = 0;
+  for (auto& nm : names) width = std::max(width, nm.size());
+  for (size_t i = 0; i < names.size(); ++i)
+    fmt::print("{:<{}}  {:.6g}\n", names[i], width, sum[i] / double(batches));
+  return 0;
+}
+
 // ---- gradcheck ----------------------------------------------------------------------
 int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes) {
   const OpDef* d = Registry::get().find(op);
@@ -267,7 +310,7 @@ int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes)
 
 int main(int argc, char** argv) {
   // Before OpenMP starts (runtime/threading.h); only the commands that train or run a model.
-  const std::set<std::string> computes = {"train", "bench", "sample", "encode"};
+  const std::set<std::string> computes = {"train", "bench", "sample", "encode", "eval"};
   if (argc > 1 && computes.count(argv[1])) choose_openmp_wait_policy(argv);
   CLI::App app{"weft: train generative models written as JSON graphs"};
   app.require_subcommand(1);
@@ -323,6 +366,13 @@ int main(int argc, char** argv) {
   encode->add_option("--output", output, "which entry of \"outputs\"")->capture_default_str();
   encode->add_option("--split", split, "train or test")->capture_default_str();
   table["encode"] = [&] { return cmd_encode(o, ckpt, out, output, split); };
+
+  auto* eval = app.add_subcommand(
+      "eval", "a checkpoint's losses and logged values, averaged over a whole split");
+  add_common(eval, o);
+  eval->add_option("--checkpoint", ckpt, "a checkpoint of this graph")->required();
+  eval->add_option("--split", split, "train or test")->capture_default_str();
+  table["eval"] = [&] { return cmd_eval(o, ckpt, split); };
 
   auto* bench = app.add_subcommand("bench", "training throughput and time per op");
   add_common(bench, o);
