@@ -236,13 +236,24 @@ Tensor Session::evaluate(const std::string& output, int64_t n, const std::string
   return evaluate_values({it->second}, n, split, first).at(0);
 }
 
-std::vector<Tensor> Session::evaluate_values(const std::vector<ValueId>& values, int64_t n,
-                                             const std::string& split, int64_t first,
-                                             uint64_t draw) {
+BoundPlan& Session::eval_plan(const std::vector<ValueId>& values, int64_t n) {
   auto cached = eval_plans_.find({values, n});
   if (cached == eval_plans_.end())
     cached = eval_plans_.emplace(std::pair{values, n}, bind_plan(values, n)).first;
-  BoundPlan& b = cached->second;
+  return cached->second;
+}
+
+bool Session::output_reads_data(const std::string& output) {
+  auto it = model.outputs.find(output);
+  if (it == model.outputs.end())
+    throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
+  return reads_data(eval_plan({it->second}, 1));
+}
+
+std::vector<Tensor> Session::evaluate_values(const std::vector<ValueId>& values, int64_t n,
+                                             const std::string& split, int64_t first,
+                                             uint64_t draw) {
+  BoundPlan& b = eval_plan(values, n);
   std::vector<int64_t> examples;
   const Dataset* d = reads_data(b) ? dataset(split) : nullptr;
   if (d) {

@@ -55,6 +55,10 @@ class Session {
   std::vector<Tensor> evaluate_values(const std::vector<ValueId>& values, int64_t n,
                                       const std::string& split, int64_t first, uint64_t draw = 0);
 
+  // Whether computing `output` reads the dataset (an autoencoder's reconstructions do, a
+  // generator's samples do not).
+  bool output_reads_data(const std::string& output);
+
   void save_checkpoint(const std::string& path) const;
   // to_continue: the run goes on training, so batch and seed must match the checkpoint's.
   void load_checkpoint(const std::string& path, bool to_continue = true);
@@ -74,6 +78,7 @@ class Session {
 
  private:
   BoundPlan bind_plan(const std::vector<ValueId>& targets, int64_t batch);
+  BoundPlan& eval_plan(const std::vector<ValueId>& values, int64_t n);
   void run_checked(Phase& ph, size_t pi, const RunContext& ctx);
   void check_params(const Phase& ph, size_t pi) const;
   void fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<int64_t>* examples,

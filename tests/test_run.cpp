@@ -318,6 +318,15 @@ TEST_CASE("weft eval: a checkpoint's losses over the whole test split, as comput
   CHECK(reported == doctest::Approx(expected).epsilon(1e-5));
   CHECK(log.find("code_mean") != std::string::npos);  // train.log values too
 
+  // An autoencoder's reconstructions are scored per image (summed over its 784 pixels) and
+  // drawn beside their inputs; the table is written as JSON beside the checkpoint.
+  const json report = json::parse(slurp(out / "eval_test.json"));
+  CHECK(report.at("examples") == 9984);
+  CHECK(report.at("values").at("loss").get<double>() == doctest::Approx(expected).epsilon(1e-5));
+  CHECK(report.at("reconstruction_error").get<double>() ==
+        doctest::Approx(expected * 784).epsilon(1e-5));
+  CHECK(fs::file_size(out / "eval_test_reconstructions.png") > 1000);
+
   // A graph's own mistakes are named: a checkpoint of another graph is refused.
   CHECK(run(kWeft + " eval " + graph("sparse_ae.json") + " --checkpoint " + ckpt, log) == 2);
 }

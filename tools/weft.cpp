@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <map>
@@ -235,7 +237,10 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
 // Every phase's loss and every train.log value, averaged over a whole split in inference
 // mode (batch norm by its running statistics, no dropout), in batches of the training size
 // so that batch statistics (a sparsity penalty's mean activation) mean what they meant in
-// training. Each batch draws its own fixed noise.
+// training. Each batch draws its own fixed noise. An autoencoder's reconstructions (a
+// samples output computed from the data, one value per pixel) are also scored against the
+// images and drawn beside them; a generator's samples are drawn as a grid. The table goes to
+// stdout and, as JSON, beside the checkpoint.
 int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split) {
   Model m = load(o);
   Session s(m, session_options(o));
@@ -253,7 +258,7 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
   }
   if (values.empty()) throw Error(o.graph, "/train", "nothing to evaluate: no phases and no log");
   const Dataset* d = s.dataset(split);
-  const int64_t batch = m.train.batch, batches = d->n / batch;
+  const int64_t batch = m.train.batch, batches = d->n / batch, used = batches * batch;
   if (batches == 0)
     throw Error(
         o.graph, "/train/batch",
@@ -263,12 +268,68 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
     std::vector<Tensor> t = s.evaluate_values(values, batch, split, k * batch, uint64_t(k));
     for (size_t i = 0; i < t.size(); ++i) sum[i] += t[i].to(DType::f64).data<double>()[0];
   }
-  fmt::print("{} split: {} batches of {} ({} examples{})\n", split, batches, batch, batches * batch,
+  json report = {{"graph", m.name},  {"file", o.graph}, {"checkpoint", ckpt},      {"split", split},
+                 {"examples", used}, {"batch", batch},  {"values", json::object()}};
+  for (size_t i = 0; i < names.size(); ++i) report["values"][names[i]] = sum[i] / double(batches);
+
+  const std::string dir = std::filesystem::path(ckpt).parent_path().string();
+  auto beside = [&](const std::string& name) { return (dir.empty() ? "" : dir + "/") + name; };
+  const int64_t pixels = d->rows * d->cols;
+  auto samples = m.outputs.find("samples");
+  if (samples != m.outputs.end()) {
+    const Shape shape = s.model.graph.shape(samples->second);
+    const Dim per = shape_numel(Shape(shape.begin() + 1, shape.end()));
+    if (s.output_reads_data("samples") && !per.batch && per.n == pixels) {
+      // Reconstructions: the squared error per image, summed over its pixels, in the data's
+      // range; and the first 32 test images, each followed by its reconstruction.
+      double se = 0;
+      Tensor x(DType::f64, {batch, pixels});
+      std::vector<int64_t> idx(size_t(batch), 0);
+      for (int64_t k = 0; k < batches; ++k) {
+        Tensor r = s.evaluate("samples", batch, split, k * batch).to(DType::f64);
+        for (int64_t i = 0; i < batch; ++i) idx[size_t(i)] = k * batch + i;
+        fill_images(*d, idx, x, m.data.low, m.data.high);
+        for (int64_t i = 0; i < batch * pixels; ++i) {
+          const double e = r.data<double>()[i] - x.data<double>()[i];
+          se += e * e;
+        }
+      }
+      report["reconstruction_error"] = se / double(used);
+      const int64_t pairs = std::min<int64_t>(32, d->n);
+      Tensor r = s.evaluate("samples", pairs, split, 0).to(DType::f64);
+      Tensor both(DType::f64, {2 * pairs, pixels});
+      std::vector<int64_t> first(static_cast<size_t>(pairs));
+      for (int64_t i = 0; i < pairs; ++i) first[size_t(i)] = i;
+      Tensor xs(DType::f64, {pairs, pixels});
+      fill_images(*d, first, xs, m.data.low, m.data.high);
+      for (int64_t i = 0; i < pairs; ++i) {
+        std::memcpy(both.data<double>() + 2 * i * pixels, xs.data<double>() + i * pixels,
+                    size_t(pixels) * sizeof(double));
+        std::memcpy(both.data<double>() + (2 * i + 1) * pixels, r.data<double>() + i * pixels,
+                    size_t(pixels) * sizeof(double));
+      }
+      const std::string png = beside(fmt::format("eval_{}_reconstructions.png", split));
+      save_png_grid(png, both, d->rows, d->cols, m.data.low, m.data.high);
+      report["reconstructions_png"] = png;
+    } else if (write_samples(s, 64, beside("eval_samples.png"))) {
+      report["samples_png"] = beside("eval_samples.png");
+    }
+  }
+  const std::string out = beside(fmt::format("eval_{}.json", split));
+  write_atomic(out, report.dump(2) + "\n");
+
+  fmt::print("{} split: {} batches of {} ({} examples{})\n", split, batches, batch, used,
              d->n % batch ? fmt::format("; the last {} left out", d->n % batch) : std::string());
-  size_t width = 0;
+  size_t width = std::string("reconstruction_error").size();
   for (auto& nm : names) width = std::max(width, nm.size());
   for (size_t i = 0; i < names.size(); ++i)
     fmt::print("{:<{}}  {:.6g}\n", names[i], width, sum[i] / double(batches));
+  if (report.contains("reconstruction_error"))
+    fmt::print("{:<{}}  {:.6g}  (squared error per image, summed over its pixels)\n",
+               "reconstruction_error", width, report["reconstruction_error"].get<double>());
+  for (const char* k : {"reconstructions_png", "samples_png"})
+    if (report.contains(k)) fmt::print("picture: {}\n", report[k].get<std::string>());
+  fmt::print("report: {}\n", out);
   return 0;
 }
 
