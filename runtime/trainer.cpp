@@ -389,33 +389,48 @@ bool write_samples(Session& s, int64_t n, const std::string& path) {
 namespace {
 
 // SIGINT and SIGTERM ask the training loop to stop after the current step. The first signal
-// restores the default action, so a second one ends the process at once.
+// restores the default action (SA_RESETHAND), so a second one ends the process at once. The
+// handler runs on an alternate stack: the main thread may be inside oneDNN's JIT GEMM,
+// whose stack pointer points into the heap (see runtime/threading.cpp); the other threads
+// block these signals.
 volatile std::sig_atomic_t g_stop_signal = 0;
 
-extern "C" void on_stop_signal(int sig) {
-  g_stop_signal = sig;
-  std::signal(sig, SIG_DFL);
-}
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 
 class StopSignals {
  public:
   StopSignals() {
     g_stop_signal = 0;
-    int_ = std::signal(SIGINT, on_stop_signal);
+    // Room for the largest signal frame (AVX-512 and AMX state), with a margin.
+    stack_.resize(std::max<size_t>(size_t(sysconf(_SC_SIGSTKSZ)), 1 << 16) * 4);
+    stack_t ss{};
+    ss.ss_sp = stack_.data();
+    ss.ss_size = stack_.size();
+    WEFT_ASSERT(sigaltstack(&ss, &old_stack_) == 0, "sigaltstack");
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_ONSTACK | SA_RESETHAND | SA_RESTART;
+    sigaction(SIGINT, nullptr, &old_int_);
     // A job started in the background by a shell has SIGINT ignored, so that the terminal's
     // Ctrl-C is not for it; it stays ignored.
-    if (int_ == SIG_IGN) std::signal(SIGINT, SIG_IGN);
-    term_ = std::signal(SIGTERM, on_stop_signal);
+    if (old_int_.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, &old_term_);
   }
   ~StopSignals() {
-    std::signal(SIGINT, int_);
-    std::signal(SIGTERM, term_);
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaltstack(&old_stack_, nullptr);
   }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
   int received() const { return int(g_stop_signal); }
 
  private:
-  void (*int_)(int) = SIG_DFL;
-  void (*term_)(int) = SIG_DFL;
+  std::vector<char> stack_;
+  stack_t old_stack_{};
+  struct sigaction old_int_ {
+  }, old_term_{};
 };
 
 // Sample grids show this many samples.

@@ -255,3 +255,113 @@ TEST_CASE("weft check counts trainable parameters apart from batch norm's runnin
   CHECK(rows["net"] == std::vector<std::string>{"trainable", "non-trainable", "tensors"});
   for (auto& [net, cells] : expected) CHECK_MESSAGE(rows[net] == cells, net);
 }
+
+TEST_CASE("the Jacobian penalty: the grad-node estimate agrees with the closed form, and trains") {
+  apply_threads({0, false});
+  // One sigmoid layer: ||dh/dx||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ji^2 exactly, and
+  // E_v ||J^T v||^2 over v ~ N(0, I), with J^T v the gradient of sum(h * v) in x.
+  const fs::path dir = fresh_dir("jacobian");
+  fs::create_directories(dir);
+  const fs::path g = dir / "g.json";
+  std::ofstream(g) << R"({
+  "weft": 1, "name": "jacobian",
+  "data": {"dataset": "fashion-mnist", "range": [0, 1]},
+  "inputs": {"x": {"shape": ["B", 784], "from": "data.images"},
+             "v": {"shape": ["B", 32], "from": {"normal": {"mean": 0, "std": 1}}}},
+  "nets": {"E": {"in": ["x"], "layers": [{"op": "linear", "units": 32, "id": "fc"}, {"op": "sigmoid"}]}},
+  "nodes": [
+    {"id": "h", "call": "E", "in": ["x"]},
+    {"id": "closed", "op": "mean", "in": [{"op": "sum", "axes": [1], "in": [{"op": "mul", "in": [
+      {"op": "square", "in": [{"op": "mul", "in": ["h", {"op": "sub", "in": [1, "h"]}]}]},
+      {"op": "sum", "in": [{"op": "square", "in": ["E.fc.weight"]}], "axes": [1]}]}]}]},
+    {"id": "jtv", "op": "grad", "in": [{"op": "sum", "in": [{"op": "mul", "in": ["h", "v"]}]}, "x"]},
+    {"id": "estimate", "op": "mean", "in": [{"op": "sum", "in": [{"op": "square", "in": ["jtv"]}], "axes": [1]}]}
+  ],
+  "train": {"batch": 128, "seed": 5, "log": ["closed", "estimate"],
+            "phases": [{"minimize": "estimate", "params": ["E"], "optimizer": {"adam": {"lr": 1e-3}}}]}
+})";
+  Model m = load_model(g.string());
+  Session s(m, SessionOptions{});
+  const std::vector<ValueId> values = {m.train.log[0].second, m.train.log[1].second};
+  double closed = 0, estimate = 0;
+  const int draws = 200;  // 200 x 128 draws of v: the mean's relative error is about 1%
+  for (int k = 0; k < draws; ++k) {
+    std::vector<Tensor> t = s.evaluate_values(values, 128, "test", 0, uint64_t(k));
+    const double c = t[0].to(DType::f64).data<double>()[0];
+    if (k > 0) CHECK(c == closed);  // the same images every draw; only v changes
+    closed = c;
+    estimate += t[1].to(DType::f64).data<double>()[0] / draws;
+  }
+  INFO("closed form ", closed, ", estimate ", estimate);
+  CHECK(closed > 0);
+  CHECK(estimate == doctest::Approx(closed).epsilon(0.05));
+
+  // Trained with the penalty, the true Jacobian norm on test images ends lower than without.
+  std::string text;
+  {
+    std::ifstream f(graph("contractive_ae.json"));
+    std::stringstream ss;
+    ss << f.rdbuf();
+    text = ss.str();
+  }
+  auto jacobian_after = [&](const std::string& lambda) {
+    std::string t = text;
+    const std::string penalty = R"("in": [1e-2, "jacobian"])";
+    REQUIRE(t.find(penalty) != std::string::npos);
+    t.replace(t.find(penalty), penalty.size(), R"("in": [)" + lambda + R"(, "jacobian"])");
+    const fs::path file = dir / ("cae_" + lambda + ".json");
+    std::ofstream(file) << t;
+    Model cm = load_model(file.string());
+    apply_overrides(cm, {.steps = 200});
+    TrainOptions to;
+    to.out_dir = (dir / ("run_" + lambda)).string();
+    to.quiet = true;
+    auto trained = run_training(cm, SessionOptions{}, to);
+    ValueId jac{};
+    for (auto& [name, v] : cm.train.log)
+      if (name == "jacobian") jac = v;
+    return trained->evaluate_values({jac}, 128, "test", 0)[0].to(DType::f64).data<double>()[0];
+  };
+  const double plain = jacobian_after("0"), penalized = jacobian_after("1");
+  INFO("||dh/dx||^2 without the penalty ", plain, ", with it ", penalized);
+  CHECK(penalized < 0.5 * plain);
+}
+
+TEST_CASE(
+    "sparse_ae_l1: the L1 penalty makes the code sparser than the same autoencoder's without it") {
+  apply_threads({0, false});
+  std::string text;
+  {
+    std::ifstream f(graph("sparse_ae_l1.json"));
+    std::stringstream ss;
+    ss << f.rdbuf();
+    text = ss.str();
+  }
+  const fs::path dir = fresh_dir("sparse_l1");
+  fs::create_directories(dir);
+  // The fraction of code activations below 0.01 on the first 1,280 test images.
+  auto near_zero_after = [&](const std::string& lambda) {
+    std::string t = text;
+    const std::string penalty = R"("in": [0.3, {"id": "sparsity")";
+    REQUIRE(t.find(penalty) != std::string::npos);
+    t.replace(t.find(penalty), penalty.size(), R"("in": [)" + lambda + R"(, {"id": "sparsity")");
+    const fs::path file = dir / ("l1_" + lambda + ".json");
+    std::ofstream(file) << t;
+    Model m = load_model(file.string());
+    apply_overrides(m, {.steps = 300});
+    TrainOptions to;
+    to.out_dir = (dir / ("run_" + lambda)).string();
+    to.quiet = true;
+    auto s = run_training(m, SessionOptions{}, to);
+    ValueId v{};
+    for (auto& [name, id] : m.train.log)
+      if (name == "near_zero") v = id;
+    double sum = 0;
+    for (int k = 0; k < 10; ++k)
+      sum += s->evaluate_values({v}, 128, "test", k * 128)[0].to(DType::f64).data<double>()[0];
+    return sum / 10;
+  };
+  const double plain = near_zero_after("0"), sparse = near_zero_after("0.3");
+  INFO("near-zero code fraction without the penalty ", plain, ", with it ", sparse);
+  CHECK(sparse > plain + 0.3);
+}

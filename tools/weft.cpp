@@ -237,9 +237,10 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
 // Every phase's loss and every train.log value, averaged over a whole split in inference
 // mode (batch norm by its running statistics, no dropout), in batches of the training size
 // so that batch statistics (a sparsity penalty's mean activation) mean what they meant in
-// training. Each batch draws its own fixed noise. An autoencoder's reconstructions (a
-// samples output computed from the data, one value per pixel) are also scored against the
-// images and drawn beside them; a generator's samples are drawn as a grid. The table goes to
+// training. Each batch draws its own fixed noise. An autoencoder's reconstructions (the
+// "reconstructions" output, or a "samples" output computed from the data, one value per
+// pixel) are also scored against the images and drawn beside them; a generator's samples
+// are drawn as a grid. The table goes to
 // stdout and, as JSON, beside the checkpoint.
 int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split) {
   Model m = load(o);
@@ -275,46 +276,53 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
   const std::string dir = std::filesystem::path(ckpt).parent_path().string();
   auto beside = [&](const std::string& name) { return (dir.empty() ? "" : dir + "/") + name; };
   const int64_t pixels = d->rows * d->cols;
-  auto samples = m.outputs.find("samples");
-  if (samples != m.outputs.end()) {
-    const Shape shape = s.model.graph.shape(samples->second);
+  // The reconstructions: the "reconstructions" output, else "samples" when it is one.
+  auto reconstructs = [&](const std::string& name) {
+    auto it = m.outputs.find(name);
+    if (it == m.outputs.end()) return false;
+    const Shape shape = s.model.graph.shape(it->second);
     const Dim per = shape_numel(Shape(shape.begin() + 1, shape.end()));
-    if (s.output_reads_data("samples") && !per.batch && per.n == pixels) {
-      // Reconstructions: the squared error per image, summed over its pixels, in the data's
-      // range; and the first 32 test images, each followed by its reconstruction.
-      double se = 0;
-      Tensor x(DType::f64, {batch, pixels});
-      std::vector<int64_t> idx(size_t(batch), 0);
-      for (int64_t k = 0; k < batches; ++k) {
-        Tensor r = s.evaluate("samples", batch, split, k * batch).to(DType::f64);
-        for (int64_t i = 0; i < batch; ++i) idx[size_t(i)] = k * batch + i;
-        fill_images(*d, idx, x, m.data.low, m.data.high);
-        for (int64_t i = 0; i < batch * pixels; ++i) {
-          const double e = r.data<double>()[i] - x.data<double>()[i];
-          se += e * e;
-        }
+    return !per.batch && per.n == pixels && s.output_reads_data(name);
+  };
+  const std::string rec = reconstructs("reconstructions") ? "reconstructions"
+                          : reconstructs("samples")       ? "samples"
+                                                          : "";
+  if (!rec.empty()) {
+    // Reconstructions: the squared error per image, summed over its pixels, in the data's
+    // range; and the first 32 test images, each followed by its reconstruction.
+    double se = 0;
+    Tensor x(DType::f64, {batch, pixels});
+    std::vector<int64_t> idx(size_t(batch), 0);
+    for (int64_t k = 0; k < batches; ++k) {
+      Tensor r = s.evaluate(rec, batch, split, k * batch).to(DType::f64);
+      for (int64_t i = 0; i < batch; ++i) idx[size_t(i)] = k * batch + i;
+      fill_images(*d, idx, x, m.data.low, m.data.high);
+      for (int64_t i = 0; i < batch * pixels; ++i) {
+        const double e = r.data<double>()[i] - x.data<double>()[i];
+        se += e * e;
       }
-      report["reconstruction_error"] = se / double(used);
-      const int64_t pairs = std::min<int64_t>(32, d->n);
-      Tensor r = s.evaluate("samples", pairs, split, 0).to(DType::f64);
-      Tensor both(DType::f64, {2 * pairs, pixels});
-      std::vector<int64_t> first(static_cast<size_t>(pairs));
-      for (int64_t i = 0; i < pairs; ++i) first[size_t(i)] = i;
-      Tensor xs(DType::f64, {pairs, pixels});
-      fill_images(*d, first, xs, m.data.low, m.data.high);
-      for (int64_t i = 0; i < pairs; ++i) {
-        std::memcpy(both.data<double>() + 2 * i * pixels, xs.data<double>() + i * pixels,
-                    size_t(pixels) * sizeof(double));
-        std::memcpy(both.data<double>() + (2 * i + 1) * pixels, r.data<double>() + i * pixels,
-                    size_t(pixels) * sizeof(double));
-      }
-      const std::string png = beside(fmt::format("eval_{}_reconstructions.png", split));
-      save_png_grid(png, both, d->rows, d->cols, m.data.low, m.data.high);
-      report["reconstructions_png"] = png;
-    } else if (write_samples(s, 64, beside("eval_samples.png"))) {
-      report["samples_png"] = beside("eval_samples.png");
     }
+    report["reconstruction_error"] = se / double(used);
+    const int64_t pairs = std::min<int64_t>(32, d->n);
+    Tensor r = s.evaluate(rec, pairs, split, 0).to(DType::f64);
+    Tensor both(DType::f64, {2 * pairs, pixels});
+    std::vector<int64_t> first(static_cast<size_t>(pairs));
+    for (int64_t i = 0; i < pairs; ++i) first[size_t(i)] = i;
+    Tensor xs(DType::f64, {pairs, pixels});
+    fill_images(*d, first, xs, m.data.low, m.data.high);
+    for (int64_t i = 0; i < pairs; ++i) {
+      std::memcpy(both.data<double>() + 2 * i * pixels, xs.data<double>() + i * pixels,
+                  size_t(pixels) * sizeof(double));
+      std::memcpy(both.data<double>() + (2 * i + 1) * pixels, r.data<double>() + i * pixels,
+                  size_t(pixels) * sizeof(double));
+    }
+    const std::string png = beside(fmt::format("eval_{}_reconstructions.png", split));
+    save_png_grid(png, both, d->rows, d->cols, m.data.low, m.data.high);
+    report["reconstructions_png"] = png;
   }
+  if (m.outputs.count("samples") && rec != "samples" &&
+      write_samples(s, 64, beside("eval_samples.png")))
+    report["samples_png"] = beside("eval_samples.png");
   const std::string out = beside(fmt::format("eval_{}.json", split));
   write_atomic(out, report.dump(2) + "\n");
 
