@@ -256,6 +256,35 @@ TEST_CASE("weft check counts trainable parameters apart from batch norm's runnin
   for (auto& [net, cells] : expected) CHECK_MESSAGE(rows[net] == cells, net);
 }
 
+// Trains `steps` steps of a shipped graph with one piece of its text replaced (a penalty's
+// weight), and returns the logged value `name` averaged over the first `batches` batches of
+// 128 test images.
+static double logged_after(const std::string& file, const std::string& from, const std::string& to,
+                           int64_t steps, const std::string& name, int batches) {
+  std::ifstream f(graph(file));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string text = ss.str();
+  REQUIRE(text.find(from) != std::string::npos);
+  text.replace(text.find(from), from.size(), to);
+  const fs::path dir = fresh_dir("variant");
+  fs::create_directories(dir);
+  std::ofstream(dir / "g.json") << text;
+  Model m = load_model((dir / "g.json").string());
+  apply_overrides(m, {.steps = steps});
+  TrainOptions opts;
+  opts.out_dir = (dir / "run").string();
+  opts.quiet = true;
+  auto s = run_training(m, SessionOptions{}, opts);
+  ValueId v{};
+  for (auto& [n, id] : m.train.log)
+    if (n == name) v = id;
+  double sum = 0;
+  for (int k = 0; k < batches; ++k)
+    sum += s->evaluate_values({v}, 128, "test", k * 128)[0].to(DType::f64).data<double>()[0];
+  return sum / batches;
+}
+
 TEST_CASE("the Jacobian penalty: the grad-node estimate agrees with the closed form, and trains") {
   apply_threads({0, false});
   // One sigmoid layer: ||dh/dx||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ji^2 exactly, and
@@ -297,32 +326,11 @@ TEST_CASE("the Jacobian penalty: the grad-node estimate agrees with the closed f
   CHECK(estimate == doctest::Approx(closed).epsilon(0.05));
 
   // Trained with the penalty, the true Jacobian norm on test images ends lower than without.
-  std::string text;
-  {
-    std::ifstream f(graph("contractive_ae.json"));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    text = ss.str();
-  }
-  auto jacobian_after = [&](const std::string& lambda) {
-    std::string t = text;
-    const std::string penalty = R"("in": [1e-2, "jacobian"])";
-    REQUIRE(t.find(penalty) != std::string::npos);
-    t.replace(t.find(penalty), penalty.size(), R"("in": [)" + lambda + R"(, "jacobian"])");
-    const fs::path file = dir / ("cae_" + lambda + ".json");
-    std::ofstream(file) << t;
-    Model cm = load_model(file.string());
-    apply_overrides(cm, {.steps = 200});
-    TrainOptions to;
-    to.out_dir = (dir / ("run_" + lambda)).string();
-    to.quiet = true;
-    auto trained = run_training(cm, SessionOptions{}, to);
-    ValueId jac{};
-    for (auto& [name, v] : cm.train.log)
-      if (name == "jacobian") jac = v;
-    return trained->evaluate_values({jac}, 128, "test", 0)[0].to(DType::f64).data<double>()[0];
-  };
-  const double plain = jacobian_after("0"), penalized = jacobian_after("1");
+  const std::string penalty = R"("in": [1e-2, "jacobian"])";
+  const double plain = logged_after("contractive_ae.json", penalty, R"("in": [0, "jacobian"])", 200,
+                                    "jacobian", 1),
+               penalized = logged_after("contractive_ae.json", penalty, R"("in": [1, "jacobian"])",
+                                        200, "jacobian", 1);
   INFO("||dh/dx||^2 without the penalty ", plain, ", with it ", penalized);
   CHECK(penalized < 0.5 * plain);
 }
@@ -330,38 +338,11 @@ TEST_CASE("the Jacobian penalty: the grad-node estimate agrees with the closed f
 TEST_CASE(
     "sparse_ae_l1: the L1 penalty makes the code sparser than the same autoencoder's without it") {
   apply_threads({0, false});
-  std::string text;
-  {
-    std::ifstream f(graph("sparse_ae_l1.json"));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    text = ss.str();
-  }
-  const fs::path dir = fresh_dir("sparse_l1");
-  fs::create_directories(dir);
   // The fraction of code activations below 0.01 on the first 1,280 test images.
-  auto near_zero_after = [&](const std::string& lambda) {
-    std::string t = text;
-    const std::string penalty = R"("in": [0.3, {"id": "sparsity")";
-    REQUIRE(t.find(penalty) != std::string::npos);
-    t.replace(t.find(penalty), penalty.size(), R"("in": [)" + lambda + R"(, {"id": "sparsity")");
-    const fs::path file = dir / ("l1_" + lambda + ".json");
-    std::ofstream(file) << t;
-    Model m = load_model(file.string());
-    apply_overrides(m, {.steps = 300});
-    TrainOptions to;
-    to.out_dir = (dir / ("run_" + lambda)).string();
-    to.quiet = true;
-    auto s = run_training(m, SessionOptions{}, to);
-    ValueId v{};
-    for (auto& [name, id] : m.train.log)
-      if (name == "near_zero") v = id;
-    double sum = 0;
-    for (int k = 0; k < 10; ++k)
-      sum += s->evaluate_values({v}, 128, "test", k * 128)[0].to(DType::f64).data<double>()[0];
-    return sum / 10;
-  };
-  const double plain = near_zero_after("0"), sparse = near_zero_after("0.3");
+  const std::string penalty = R"("in": [0.3, {"id": "sparsity")";
+  const double plain = logged_after("sparse_ae_l1.json", penalty, R"("in": [0, {"id": "sparsity")",
+                                    300, "near_zero", 10),
+               sparse = logged_after("sparse_ae_l1.json", penalty, penalty, 300, "near_zero", 10);
   INFO("near-zero code fraction without the penalty ", plain, ", with it ", sparse);
   CHECK(sparse > plain + 0.3);
 }
