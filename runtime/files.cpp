@@ -346,7 +346,8 @@ void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
   while (std::getline(f, line)) {
     std::stringstream ss(line);
     std::vector<double> row;
-    for (std::string c; std::getline(ss, c, ',');) row.push_back(std::strtod(c.c_str(), nullptr));
+    for (std::string c; std::getline(ss, c, ',');)  // empty: a phase outside its steps
+      row.push_back(c.empty() ? std::nan("") : std::strtod(c.c_str(), nullptr));
     if (row.size() != names.size()) continue;
     steps.push_back(row[0]);
     for (size_t k = 0; k < series; ++k) ys[k].push_back(row[k + 1]);
@@ -382,10 +383,10 @@ void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
   for (size_t k = 0; k < series; ++k) {
     const char* c = colors[k % 6];
     std::string raw, smooth;
-    double ema = ys[k][0];
+    double ema = std::nan("");
     for (size_t i = 0; i < steps.size(); ++i) {
       if (!std::isfinite(ys[k][i])) continue;
-      ema = (1 - alpha) * ema + alpha * ys[k][i];
+      ema = std::isnan(ema) ? ys[k][i] : (1 - alpha) * ema + alpha * ys[k][i];
       if (i % stride) continue;
       raw += fmt::format("{:.1f},{:.1f} ", px(steps[i]), py(ys[k][i]));
       smooth += fmt::format("{:.1f},{:.1f} ", px(steps[i]), py(ema));

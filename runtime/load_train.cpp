@@ -14,7 +14,7 @@ namespace {
 constexpr int64_t kMaxRepeat = 1024;
 
 PhaseSpec read_phase(Load& l, const json& p, const std::string& w) {
-  l.check_keys(p, w, {"minimize", "params", "optimizer", "repeat", "doc"});
+  l.check_keys(p, w, {"minimize", "params", "optimizer", "repeat", "steps", "doc"});
   l.doc(p, w);
   PhaseSpec ph;
   ph.where = w;
@@ -49,6 +49,22 @@ PhaseSpec read_phase(Load& l, const json& p, const std::string& w) {
     l.fail(e.key().empty() ? ptr(w, "optimizer") : ptr(w, "optimizer") + "/" + e.key(), e.what());
   }
   ph.repeat = int(l.positive_or(p, "repeat", w, 1, kMaxRepeat));
+  if (p.contains("steps")) {
+    // [from, until): the phase runs at steps from, from + 1, ..., until - 1 (counted from 0);
+    // [from] or [from, null] runs to the end. Pre-training, then the rest.
+    const json& r = p["steps"];
+    const std::string rw = ptr(w, "steps");
+    const std::string expected =
+        "expected [from, until] with 0 <= from < until (steps counted from 0), or [from]";
+    if (!r.is_array() || r.empty() || r.size() > 2) l.fail(rw, expected + ", got " + brief(r));
+    if (!r[0].is_number_unsigned()) l.fail(ptr(rw, 0), expected + ", got " + brief(r[0]));
+    ph.from = r[0].get<int64_t>();
+    if (r.size() == 2 && !r[1].is_null()) {
+      if (!r[1].is_number_unsigned() || r[1].get<int64_t>() <= ph.from)
+        l.fail(ptr(rw, 1), expected + ", got " + brief(r[1]));
+      ph.until = r[1].get<int64_t>();
+    }
+  }
   return ph;
 }
 

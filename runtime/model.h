@@ -41,6 +41,9 @@ struct PhaseSpec {
   std::vector<std::string> params;  // names of the parameters it updates
   json optimizer;                   // checked {"adam": {...}} and the like
   int repeat = 1;
+  // The steps it runs at: [from, until); until < 0: to the end. Step k is the (k+1)-th.
+  int64_t from = 0, until = -1;
+  bool active_at(int64_t step) const { return step >= from && (until < 0 || step < until); }
   std::string where;
 };
 

@@ -113,7 +113,9 @@ class WorkerSetup : public tbb::task_scheduler_observer {
 };
 
 void prepare_threads(int threads) {
-  static WorkerSetup tbb_workers;
+  // Never destroyed: TBB may still run workers while static objects are torn down at exit.
+  static WorkerSetup* const tbb_workers = new WorkerSetup;
+  (void)tbb_workers;
   flush_denormals();
 #pragma omp parallel num_threads(threads)
   if (omp_get_thread_num() != 0) {

@@ -198,6 +198,10 @@ std::vector<double> Session::train_step(StepTimes* times) {
   if (d && !batcher_) batcher_ = std::make_unique<Batcher>(*d, model.train.batch, model.train.seed);
   for (size_t pi = 0; pi < phases.size(); ++pi) {
     Phase& ph = phases[pi];
+    if (!ph.spec.active_at(step)) {  // outside its steps: no update, no loss
+      losses.push_back(std::nan(""));
+      continue;
+    }
     const bool uses_data = reads_data(ph.bound);
     for (int r = 0; r < ph.spec.repeat; ++r) {
       const std::vector<int64_t>* examples = nullptr;
@@ -222,7 +226,8 @@ std::vector<double> Session::train_step(StepTimes* times) {
   }
   std::vector<double> logged(model.train.log.size(), std::nan(""));
   for (auto& ph : phases)
-    for (auto& [li, t] : ph.logs) logged[li] = ph.bound.plan->target(t).at(0);
+    if (ph.spec.active_at(step))
+      for (auto& [li, t] : ph.logs) logged[li] = ph.bound.plan->target(t).at(0);
   losses.insert(losses.end(), logged.begin(), logged.end());
   ++step;
   return losses;
@@ -506,6 +511,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     std::vector<double> losses = s->train_step();
     const int64_t st = s->step;
     for (size_t i = 0; i < s->phases.size(); ++i) {
+      if (!s->phases[i].spec.active_at(st - 1)) continue;  // outside its steps: no loss
       if (!std::isfinite(losses[i])) {
         out.flush();
         throw Error(
@@ -537,7 +543,12 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
       tlast = now;
     }
     out << st;
-    for (double l : losses) out << ',' << fmt::format("{:.6g}", l);
+    for (size_t i = 0; i < losses.size(); ++i) {
+      // A phase outside its steps leaves its field empty.
+      const bool none = i < s->phases.size() && !s->phases[i].spec.active_at(st - 1);
+      out << ',';
+      if (!none) out << fmt::format("{:.6g}", losses[i]);
+    }
     out << ',' << fmt::format("{:.1f}", rate) << '\n';
     out.flush();  // a row per step, so the metrics can be followed as they come (tail -f)
     if (tty || (!to.quiet && (st % log_every == 0 || st == steps))) {
@@ -545,7 +556,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
       double eta = double(steps - st) * elapsed / double(std::max<int64_t>(1, st - start));
       std::string line = fmt::format("step {}/{}", st, steps);
       for (size_t i = 0; i < losses.size(); ++i)
-        line += fmt::format("  {} {:.4f}", names[i], losses[i]);
+        if (i >= s->phases.size() || s->phases[i].spec.active_at(st - 1))
+          line += fmt::format("  {} {:.4f}", names[i], losses[i]);
       line += fmt::format("  {:.0f} samples/s  ETA {}:{:02d}", rate, int(eta) / 60, int(eta) % 60);
       if (tty)
         fmt::print(stderr, "\r{}\x1b[K", line);

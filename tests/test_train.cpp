@@ -346,3 +346,60 @@ TEST_CASE(
   INFO("near-zero code fraction without the penalty ", plain, ", with it ", sparse);
   CHECK(sparse > plain + 0.3);
 }
+
+TEST_CASE(
+    "phases limited to steps: pre-training, then the GAN; a phase outside its steps is idle") {
+  apply_threads({0, false});
+  std::ifstream f(graph("sae_gan.json"));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string text = ss.str();
+  for (auto [from, to] : {std::pair{R"("steps": [0, 2000])", R"("steps": [0, 3])"},
+                          std::pair{R"("steps": [2000])", R"("steps": [3])"},
+                          std::pair{R"("steps": [2000])", R"("steps": [3])"}}) {
+    REQUIRE(text.find(from) != std::string::npos);
+    text.replace(text.find(from), std::string(from).size(), to);
+  }
+  const fs::path dir = fresh_dir("phase_steps");
+  fs::create_directories(dir);
+  std::ofstream(dir / "g.json") << text;
+  Model m = load_model((dir / "g.json").string());
+  CHECK(m.train.phases[0].until == 3);
+  CHECK(m.train.phases[1].from == 3);
+  CHECK(m.train.phases[1].until == -1);
+  Session fresh(m, SessionOptions{});  // the initial parameters
+
+  auto train = [&](int64_t steps, const std::string& out) {
+    Model mm = m;
+    apply_overrides(mm, {.steps = steps});
+    TrainOptions to;
+    to.out_dir = (dir / out).string();
+    to.quiet = true;
+    return run_training(mm, SessionOptions{}, to);
+  };
+  // After the three pre-training steps G is as initialized and the encoder is not.
+  auto s3 = train(3, "three");
+  CHECK(std::memcmp(s3->params.at("G.linear_0.weight").raw(),
+                    fresh.params.at("G.linear_0.weight").raw(),
+                    fresh.params.at("G.linear_0.weight").bytes()) == 0);
+  CHECK(std::memcmp(s3->params.at("E.linear_0.weight").raw(),
+                    fresh.params.at("E.linear_0.weight").raw(),
+                    fresh.params.at("E.linear_0.weight").bytes()) != 0);
+  // The metrics leave a phase's field empty at the steps it does not run.
+  train(6, "six");
+  std::ifstream csv(dir / "six" / "metrics.csv");
+  std::string line;
+  std::getline(csv, line);
+  CHECK(line == "step,sae_loss,d_loss,g_loss,samples_per_s");
+  for (int row = 1; row <= 6; ++row) {
+    REQUIRE(std::getline(csv, line));
+    INFO(line);
+    std::vector<std::string> cells;
+    std::stringstream ls(line);
+    for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
+    REQUIRE(cells.size() == 5);
+    CHECK(cells[1].empty() == (row > 3));
+    CHECK(cells[2].empty() == (row <= 3));
+    CHECK(cells[3].empty() == (row <= 3));
+  }
+}
