@@ -117,6 +117,15 @@ const Dataset* Session::dataset(const std::string& split) {
   return d.get();
 }
 
+std::vector<std::string> Session::inputs_of(const std::vector<ValueId>& targets) const {
+  std::vector<std::string> used;
+  for (int i : model.graph.ancestors(targets)) {
+    const Node& n = model.graph.nodes[i];
+    if (n.op() == "input") used.push_back(n.attrs.at("name"));
+  }
+  return used;
+}
+
 BoundPlan Session::bind_plan(const std::vector<ValueId>& targets, int64_t batch) {
   check_session_memory(model, batch, opt.dtype);  // before the inputs are allocated
   BoundPlan b;
@@ -129,10 +138,7 @@ BoundPlan Session::bind_plan(const std::vector<ValueId>& targets, int64_t batch)
     b.inputs[in.name] = t;
     po.bindings[in.name] = t;
   }
-  for (int i : model.graph.ancestors(targets)) {
-    const Node& n = model.graph.nodes[i];
-    if (n.op() == "input") b.used.push_back(n.attrs.at("name"));
-  }
+  b.used = inputs_of(targets);
   try {
     b.plan = compile_plan(model.graph, targets, po);
   } catch (const Error& e) {
@@ -252,7 +258,9 @@ bool Session::output_reads_data(const std::string& output) {
   auto it = model.outputs.find(output);
   if (it == model.outputs.end())
     throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
-  return reads_data(eval_plan({it->second}, 1));
+  BoundPlan probe;  // no plan is compiled: only which inputs the output reads matters
+  probe.used = inputs_of({it->second});
+  return reads_data(probe);
 }
 
 std::vector<Tensor> Session::evaluate_values(const std::vector<ValueId>& values, int64_t n,

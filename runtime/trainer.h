@@ -77,6 +77,7 @@ class Session {
   bool reads_data(const BoundPlan& b) const;
 
  private:
+  std::vector<std::string> inputs_of(const std::vector<ValueId>& targets) const;  // by name
   BoundPlan bind_plan(const std::vector<ValueId>& targets, int64_t batch);
   BoundPlan& eval_plan(const std::vector<ValueId>& values, int64_t n);
   void run_checked(Phase& ph, size_t pi, const RunContext& ctx);

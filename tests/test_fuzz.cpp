@@ -38,13 +38,8 @@ static const bool address_space_capped = [] {
 #endif
 
 namespace {
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-void spit(const std::string& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+using weft::test::slurp;
+using weft::test::spit;
 
 // Flips, inserts, deletes or duplicates a few bytes; deterministic in (seed, i).
 std::string mutate(const std::string& in, uint64_t seed, uint64_t i) {

@@ -13,6 +13,7 @@
 
 #include "runtime/model.h"
 #include "runtime/trainer.h"
+#include "tests/test_util.h"
 
 using namespace weft;
 using json = nlohmann::json;
@@ -20,12 +21,7 @@ namespace fs = std::filesystem;
 
 static const std::string kBad = std::string(WEFT_SOURCE_DIR) + "/tests/fixtures/bad/";
 
-static std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using weft::test::slurp;
 
 TEST_CASE("every malformed graph is refused with its pointer and message") {
   json expected = json::parse(slurp(kBad + "expected.json"));

@@ -23,20 +23,13 @@
 
 using namespace weft;
 using weft::test::gzip;
+using weft::test::slurp;
+using weft::test::spit;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream(p, std::ios::binary | std::ios::trunc) << s;
-}
 std::string graph(const std::string& name) {
   return std::string(WEFT_SOURCE_DIR) + "/graphs/" + name;
 }

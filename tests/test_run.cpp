@@ -20,9 +20,11 @@
 #include "runtime/files.h"
 #include "runtime/model.h"
 #include "runtime/trainer.h"
+#include "tests/test_util.h"
 
 using namespace weft;
 namespace fs = std::filesystem;
+using weft::test::slurp;
 
 namespace {
 
@@ -36,13 +38,6 @@ fs::path fresh_dir(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("weft_run_" + name);
   fs::remove_all(p);
   return p;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 // Runs a shell command; returns its exit status and puts stdout + stderr into `out`.

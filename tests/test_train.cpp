@@ -17,6 +17,7 @@
 #include "runtime/model.h"
 #include "runtime/threading.h"
 #include "runtime/trainer.h"
+#include "tests/test_util.h"
 
 using namespace weft;
 namespace fs = std::filesystem;
@@ -194,10 +195,7 @@ TEST_CASE("checkpoints are safetensors that numpy reads") {
   int status = std::system(cmd.c_str());
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
-  std::ifstream f(out);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  CHECK(ss.str() ==
+  CHECK(weft::test::slurp(out) ==
         "a float32 (2, 3) 7.5\nb float64 (4,) -7.5\nc float32 () 7.0\nmetadata step=12\n");
 }
 
@@ -261,10 +259,7 @@ TEST_CASE("weft check counts trainable parameters apart from batch norm's runnin
 // 128 test images.
 static double logged_after(const std::string& file, const std::string& from, const std::string& to,
                            int64_t steps, const std::string& name, int batches) {
-  std::ifstream f(graph(file));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string text = ss.str();
+  std::string text = weft::test::slurp(graph(file));
   REQUIRE(text.find(from) != std::string::npos);
   text.replace(text.find(from), from.size(), to);
   const fs::path dir = fresh_dir("variant");
@@ -350,10 +345,7 @@ TEST_CASE(
 TEST_CASE(
     "phases limited to steps: pre-training, then the GAN; a phase outside its steps is idle") {
   apply_threads({0, false});
-  std::ifstream f(graph("sae_gan.json"));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string text = ss.str();
+  std::string text = weft::test::slurp(graph("sae_gan.json"));
   for (auto [from, to] : {std::pair{R"("steps": [0, 2000])", R"("steps": [0, 3])"},
                           std::pair{R"("steps": [2000])", R"("steps": [3])"},
                           std::pair{R"("steps": [2000])", R"("steps": [3])"}}) {

@@ -4,6 +4,9 @@
 #include <doctest/doctest.h>
 #include <zlib.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace weft::test {
@@ -21,6 +24,17 @@ inline std::string gzip(const std::string& plain) {
   out.resize(z.total_out);
   deflateEnd(&z);
   return out;
+}
+
+// A whole file's bytes ("" if it cannot be read), and a file made of `bytes`.
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+inline void spit(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
 }
 
 }  // namespace weft::test

@@ -240,8 +240,7 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
 // training. Each batch draws its own fixed noise. An autoencoder's reconstructions (the
 // "reconstructions" output, or a "samples" output computed from the data, one value per
 // pixel) are also scored against the images and drawn beside them; a generator's samples
-// are drawn as a grid. The table goes to
-// stdout and, as JSON, beside the checkpoint.
+// are drawn as a grid. The table goes to stdout and, as JSON, beside the checkpoint.
 int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split) {
   Model m = load(o);
   Session s(m, session_options(o));
@@ -264,19 +263,9 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
     throw Error(
         o.graph, "/train/batch",
         fmt::format("batch {} is larger than the {} split ({} examples)", batch, split, d->n));
-  std::vector<double> sum(values.size(), 0.0);
-  for (int64_t k = 0; k < batches; ++k) {
-    std::vector<Tensor> t = s.evaluate_values(values, batch, split, k * batch, uint64_t(k));
-    for (size_t i = 0; i < t.size(); ++i) sum[i] += t[i].to(DType::f64).data<double>()[0];
-  }
-  json report = {{"graph", m.name},  {"file", o.graph}, {"checkpoint", ckpt},      {"split", split},
-                 {"examples", used}, {"batch", batch},  {"values", json::object()}};
-  for (size_t i = 0; i < names.size(); ++i) report["values"][names[i]] = sum[i] / double(batches);
-
-  const std::string dir = std::filesystem::path(ckpt).parent_path().string();
-  auto beside = [&](const std::string& name) { return (dir.empty() ? "" : dir + "/") + name; };
+  // The reconstructions: the "reconstructions" output, else "samples" when it is one. They
+  // are computed in the same pass as the values, by the same plan.
   const int64_t pixels = d->rows * d->cols;
-  // The reconstructions: the "reconstructions" output, else "samples" when it is one.
   auto reconstructs = [&](const std::string& name) {
     auto it = m.outputs.find(name);
     if (it == m.outputs.end()) return false;
@@ -287,21 +276,33 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
   const std::string rec = reconstructs("reconstructions") ? "reconstructions"
                           : reconstructs("samples")       ? "samples"
                                                           : "";
-  if (!rec.empty()) {
-    // Reconstructions: the squared error per image, summed over its pixels, in the data's
-    // range; and the first 32 test images, each followed by its reconstruction.
-    double se = 0;
-    Tensor x(DType::f64, {batch, pixels});
-    std::vector<int64_t> idx(size_t(batch), 0);
-    for (int64_t k = 0; k < batches; ++k) {
-      Tensor r = s.evaluate(rec, batch, split, k * batch).to(DType::f64);
-      for (int64_t i = 0; i < batch; ++i) idx[size_t(i)] = k * batch + i;
-      fill_images(*d, idx, x, m.data.low, m.data.high);
-      for (int64_t i = 0; i < batch * pixels; ++i) {
-        const double e = r.data<double>()[i] - x.data<double>()[i];
-        se += e * e;
-      }
+  std::vector<ValueId> targets = values;
+  if (!rec.empty()) targets.push_back(m.outputs.at(rec));
+  std::vector<double> sum(values.size(), 0.0);
+  double se = 0;  // the reconstructions' squared error, summed over pixels and images
+  Tensor x(DType::f64, {batch, pixels});
+  std::vector<int64_t> idx(size_t(batch), 0);
+  for (int64_t k = 0; k < batches; ++k) {
+    std::vector<Tensor> t = s.evaluate_values(targets, batch, split, k * batch, uint64_t(k));
+    for (size_t i = 0; i < values.size(); ++i) sum[i] += t[i].to(DType::f64).data<double>()[0];
+    if (rec.empty()) continue;
+    const Tensor r = t.back().to(DType::f64);
+    for (int64_t i = 0; i < batch; ++i) idx[size_t(i)] = k * batch + i;
+    fill_images(*d, idx, x, m.data.low, m.data.high);
+    for (int64_t i = 0; i < batch * pixels; ++i) {
+      const double e = r.data<double>()[i] - x.data<double>()[i];
+      se += e * e;
     }
+  }
+  json report = {{"graph", m.name},  {"file", o.graph}, {"checkpoint", ckpt},      {"split", split},
+                 {"examples", used}, {"batch", batch},  {"values", json::object()}};
+  for (size_t i = 0; i < names.size(); ++i) report["values"][names[i]] = sum[i] / double(batches);
+
+  const std::string dir = std::filesystem::path(ckpt).parent_path().string();
+  auto beside = [&](const std::string& name) { return (dir.empty() ? "" : dir + "/") + name; };
+  if (!rec.empty()) {
+    // The squared error per image, summed over its pixels, in the data's range; and the
+    // first 32 test images, each followed by its reconstruction.
     report["reconstruction_error"] = se / double(used);
     const int64_t pairs = std::min<int64_t>(32, d->n);
     Tensor r = s.evaluate(rec, pairs, split, 0).to(DType::f64);
