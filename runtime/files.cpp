@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <unordered_set>
 #include <vector>
@@ -297,6 +298,70 @@ void save_npy(const std::string& path, const Tensor& t) {
 
 void save_npy_u8(const std::string& path, const std::vector<uint8_t>& data, const Dims& shape) {
   write_atomic(path, npy_bytes("|u1", shape, data.data(), data.size()));
+}
+
+std::vector<double> load_npy(const std::string& path, Dims& shape) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(path, "", "cannot open the array");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) throw Error(path, "", "cannot read the array");
+  const std::string bytes = ss.str();
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0)
+    throw Error(path, "byte 0", "not a .npy file: it does not start with \\x93NUMPY");
+  const int major = uint8_t(bytes[6]);
+  if (major != 1 && major != 2)
+    throw Error(path, "byte 6", fmt::format("npy version {} is not 1 or 2", major));
+  size_t len = 0, at = major == 1 ? 10 : 12;
+  if (bytes.size() < at) throw Error(path, "byte 8", "the header length is cut off");
+  for (size_t i = 8; i < at; ++i) len |= size_t(uint8_t(bytes[i])) << (8 * (i - 8));
+  if (len > bytes.size() - at)
+    throw Error(path, "byte 8",
+                fmt::format("the header length {} runs past the end of the file", len));
+  const std::string header = bytes.substr(at, len);
+  std::smatch m;
+  static const std::regex descr(R"('descr'\s*:\s*'([<|=>]?)([fu])(\d)')");
+  static const std::regex order(R"('fortran_order'\s*:\s*(True|False))");
+  static const std::regex dims(R"('shape'\s*:\s*\(([0-9,\s]*)\))");
+  if (!std::regex_search(header, m, descr) || (m[1] == ">") ||
+      !((m[2] == "f" && (m[3] == "4" || m[3] == "8")) || (m[2] == "u" && m[3] == "1")))
+    throw Error(path, "header",
+                "expected 'descr' of a little-endian f4, f8 or u1 array, got " + header);
+  const char kind = m.str(2)[0];
+  const size_t size = size_t(std::stoi(m.str(3)));
+  if (!std::regex_search(header, m, order) || m[1] == "True")
+    throw Error(path, "header", "expected a C-order array ('fortran_order': False)");
+  if (!std::regex_search(header, m, dims))
+    throw Error(path, "header", "expected a 'shape' tuple, got " + header);
+  shape.clear();
+  uint64_t count = 1;
+  std::stringstream list(m.str(1));
+  for (std::string item; std::getline(list, item, ',');) {
+    if (item.find_first_not_of(" \t") == std::string::npos) continue;
+    shape.push_back(std::stoll(item));
+    if (shape.back() > 0 && count > (uint64_t(1) << 40) / uint64_t(shape.back()))
+      throw Error(path, "header", "the shape is too large");
+    count *= uint64_t(shape.back());
+  }
+  const size_t data = at + len;
+  if (bytes.size() - data != count * size)
+    throw Error(path, "data",
+                fmt::format("the shape {} needs {} bytes of data, the file has {}", dims_str(shape),
+                            count * size, bytes.size() - data));
+  std::vector<double> out(count);
+  const char* p = bytes.data() + data;
+  for (size_t i = 0; i < count; ++i) {
+    if (kind == 'u') {
+      out[i] = uint8_t(p[i]);
+    } else if (size == 4) {
+      float v;
+      std::memcpy(&v, p + 4 * i, 4);
+      out[i] = v;
+    } else {
+      std::memcpy(&out[i], p + 8 * i, 8);
+    }
+  }
+  return out;
 }
 
 void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int64_t w, double low,

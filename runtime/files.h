@@ -34,6 +34,10 @@ SafetensorsFile load_safetensors(const std::string& path);
 // .npy version 1.0; f32/f64 tensors, or bytes as |u1.
 void save_npy(const std::string& path, const Tensor& t);
 void save_npy_u8(const std::string& path, const std::vector<uint8_t>& data, const Dims& shape);
+// Reads a .npy (version 1 or 2, C order) of little-endian f4, f8 or u1; `shape` gets its
+// shape and the values come back as doubles. Strict as load_safetensors: the header parses,
+// the data is exactly what it describes. Throws Error naming the file and what is wrong.
+std::vector<double> load_npy(const std::string& path, Dims& shape);
 
 // A grid of grayscale images: `images` is [n, h*w] (or [n, 1, h, w]) valued in
 // [low, high], written as 8-bit PNG with a 2-pixel border.

@@ -386,16 +386,29 @@ void Session::load_checkpoint(const std::string& path, bool to_continue) {
   step = ck_step;
 }
 
-bool write_samples(Session& s, int64_t n, const std::string& path) {
-  auto it = s.model.outputs.find("samples");
+bool write_samples(Session& s, int64_t n, const std::string& path, const std::string& output,
+                   bool normalize) {
+  auto it = s.model.outputs.find(output);
   if (it == s.model.outputs.end()) return false;
   Shape shape = s.model.graph.shape(it->second);
   if (shape.empty()) return false;
   Dim per = shape_numel(Shape(shape.begin() + 1, shape.end()));
   int64_t side = int64_t(std::lround(std::sqrt(double(per.n))));
   if (per.batch || side * side != per.n || side < 4) return false;
-  Tensor img = s.evaluate("samples", n, "test", 0);
-  save_png_grid(path, img.view({n, side * side}), side, side, s.model.data.low, s.model.data.high);
+  // A batch-shaped output gives n images; a fixed one (weights, atoms) all of its rows.
+  Tensor img = s.evaluate(output, n, "test", 0).to(DType::f32);
+  const int64_t count = img.numel() / per.n;
+  double low = s.model.data.low, high = s.model.data.high;
+  if (normalize) {  // each image to [-1, 1] by its largest magnitude: 0 is mid-gray
+    float* p = img.data<float>();
+    for (int64_t i = 0; i < count; ++i) {
+      float m = 0;
+      for (int64_t j = 0; j < per.n; ++j) m = std::max(m, std::abs(p[i * per.n + j]));
+      for (int64_t j = 0; j < per.n; ++j) p[i * per.n + j] /= m > 0 ? m : 1.0f;
+    }
+    low = -1, high = 1;
+  }
+  save_png_grid(path, img.view({count, per.n}), side, side, low, high);
   return true;
 }
 

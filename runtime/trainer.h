@@ -105,8 +105,11 @@ struct TrainOptions {
 std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
                                       const TrainOptions& to);
 
-// Writes a PNG grid of the "samples" output for `n` examples; false if the model has no
-// image-shaped samples output.
-bool write_samples(Session& s, int64_t n, const std::string& path);
+// Writes a PNG grid of an image-shaped output (784 values per row, say): `n` examples of a
+// batch-shaped one, every row of a fixed one (a dictionary's atoms). `normalize` scales
+// each image by its own largest magnitude instead of the data's range. False if the model
+// has no such output.
+bool write_samples(Session& s, int64_t n, const std::string& path,
+                   const std::string& output = "samples", bool normalize = false);
 
 }  // namespace weft

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <vector>
 
 #include "runtime/files.h"
@@ -14,6 +15,7 @@
 #include "runtime/plugin.h"
 #include "runtime/threading.h"
 #include "runtime/trainer.h"
+#include "tests/test_util.h"
 
 using namespace weft;
 namespace fs = std::filesystem;
@@ -45,4 +47,29 @@ TEST_CASE("every graph under graphs/ loads and trains a few steps") {
     CHECK(load_safetensors((out / "checkpoint.safetensors").string()).metadata.at("step") == "3");
     fs::remove_all(out);
   }
+}
+
+// A graph with a `grad` node is differentiated twice when it trains: once by the grad node,
+// then again by training. Every op in it must have its gradient rule checked at second
+// order (tests/test_ops.cpp runs the checks), or the penalty's gradient is unverified.
+TEST_CASE("every op of a graph that differentiates twice has a second-order gradient check") {
+  int graphs_with_grad = 0;
+  for (auto& e : fs::recursive_directory_iterator(std::string(WEFT_SOURCE_DIR) + "/graphs")) {
+    if (!e.is_regular_file() || e.path().extension() != ".json") continue;
+    const std::string text = weft::test::slurp(e.path());
+    if (text.find(R"("op": "grad")") == std::string::npos) continue;
+    ++graphs_with_grad;
+    Model m = load_model(e.path().string());
+    std::set<std::string> ops;
+    for (const Node& n : m.graph.nodes)
+      if (!n.def->is_source) ops.insert(n.op());
+    for (const std::string& op : ops) {
+      INFO(e.path().filename().string(), ": op ", op);
+      const OpDef* d = Registry::get().find(op);
+      REQUIRE(d != nullptr);
+      REQUIRE(d->test_spec != nullptr);
+      CHECK(d->test_spec->order >= 2);
+    }
+  }
+  CHECK(graphs_with_grad >= 1);
 }

@@ -395,3 +395,31 @@ TEST_CASE(
     CHECK(cells[3].empty() == (row <= 3));
   }
 }
+
+TEST_CASE("bigan: G(E(x)) is closer to x than to another test image") {
+  apply_threads({0, false});
+  // An encoder that ignored its input (or a G that ignored its code) would reconstruct every
+  // image alike, as close to a random other image as to its own.
+  Model m = load_model(graph("bigan.json"));
+  apply_overrides(m, {.steps = 1200});  // E(x) starts to carry x after about 1,000 steps
+  TrainOptions to;
+  to.out_dir = fresh_dir("bigan").string();
+  to.quiet = true;
+  auto s = run_training(m, SessionOptions{}, to);
+  const int64_t n = 256;
+  const ValueId x{m.graph.find("x"), 0};
+  REQUIRE(x.valid());
+  const std::vector<Tensor> t =
+      s->evaluate_values({x, m.outputs.at("reconstructions")}, n, "test", 0);
+  const Tensor images = t[0].to(DType::f64), recon = t[1].to(DType::f64);
+  const double* a = images.data<double>();
+  const double* r = recon.data<double>();
+  double own = 0, other = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < 784; ++j) {
+      own += std::pow(r[i * 784 + j] - a[i * 784 + j], 2) / double(n);
+      other += std::pow(r[i * 784 + j] - a[((i + 1) % n) * 784 + j], 2) / double(n);
+    }
+  INFO("squared error to its own image ", own, ", to the next image ", other);
+  CHECK(own < 0.9 * other);
+}

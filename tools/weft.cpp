@@ -19,6 +19,7 @@
 #include "runtime/gradcheck.h"
 #include "runtime/model.h"
 #include "runtime/plugin.h"
+#include "runtime/probe.h"
 #include "runtime/threading.h"
 #include "runtime/trainer.h"
 #include "tools/commands.h"
@@ -185,20 +186,20 @@ int cmd_ops(bool all) {
 
 // ---- sample / encode ----------------------------------------------------------------
 int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::string& png,
-               const std::string& npy) {
+               const std::string& npy, const std::string& output, bool normalize) {
   if (png.empty() && npy.empty())
     throw Error("weft sample writes nothing without --out grid.png or --npy FILE");
   if (n <= 0) throw Error(fmt::format("--n: expected a positive number of samples, got {}", n));
   Model m = load(o);
   Session s(m, session_options(o));
   s.load_checkpoint(ckpt, false);
-  if (!m.outputs.count("samples"))
-    throw Error(o.graph, "/outputs", "the graph names no \"samples\" output");
-  if (!png.empty() && !write_samples(s, n, png))
-    throw Error(o.graph, "/outputs/samples",
-                "the samples output is not image-shaped (n x h x w, h = w)");
-  if (!npy.empty()) save_npy(npy, s.evaluate("samples", n, "test", 0));
-  if (!png.empty()) fmt::print("samples: {}\n", png);
+  if (!m.outputs.count(output))
+    throw Error(o.graph, "/outputs", fmt::format("the graph names no \"{}\" output", output));
+  if (!png.empty() && !write_samples(s, n, png, output, normalize))
+    throw Error(o.graph, "/outputs/" + output,
+                fmt::format("the {} output is not image-shaped (n x h x w, h = w)", output));
+  if (!npy.empty()) save_npy(npy, s.evaluate(output, n, "test", 0));
+  if (!png.empty()) fmt::print("{}: {}\n", output, png);
   if (!npy.empty()) fmt::print("array: {}\n", npy);
   return 0;
 }
@@ -343,6 +344,87 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
 }
 
 // ---- gradcheck ----------------------------------------------------------------------
+// ---- probe --------------------------------------------------------------------------
+// A representation's worth by one fixed recipe: a linear probe trained on the training
+// split's features and scored on the test split's, and k-means on the test features.
+Features read_features(const std::string& path) {
+  Dims shape, lshape;
+  const std::vector<double> x = load_npy(path, shape);
+  if (shape.size() < 2 || shape[0] == 0)
+    throw Error(path, "", "expected features of shape [examples, ...], got " + dims_str(shape));
+  const std::string labels = path.size() > 4 && path.substr(path.size() - 4) == ".npy"
+                                 ? path.substr(0, path.size() - 4) + ".labels.npy"
+                                 : path + ".labels.npy";
+  const std::vector<double> l = load_npy(labels, lshape);
+  if (lshape != Dims{shape[0]})
+    throw Error(labels, "",
+                fmt::format("expected {} labels (one per row of {}), got shape {}", shape[0], path,
+                            dims_str(lshape)));
+  Features f;
+  f.n = shape[0];
+  f.d = int64_t(x.size()) / f.n;
+  f.x.assign(x.begin(), x.end());
+  for (double v : l) {
+    if (v != std::floor(v) || v < 0 || v > 9)
+      throw Error(labels, "", fmt::format("expected class labels 0 to 9, found {}", v));
+    f.labels.push_back(int(v));
+  }
+  return f;
+}
+
+Features pixel_features(const std::string& dir, const std::string& split) {
+  const Dataset d = load_fashion_mnist(dir.empty() ? default_data_dir() : dir, split);
+  Features f;
+  f.n = d.n;
+  f.d = d.rows * d.cols;
+  f.x.resize(d.images.size());
+  for (size_t i = 0; i < d.images.size(); ++i) f.x[i] = float(d.images[i]) / 255.0f;
+  f.labels.assign(d.labels.begin(), d.labels.end());
+  return f;
+}
+
+int cmd_probe(const Common& o, const std::vector<std::string>& files, bool pixels,
+              const ProbeOptions& po, const std::string& out) {
+  if (pixels != files.empty())
+    throw Error(
+        "weft probe takes TRAIN.npy TEST.npy (from weft encode --split train/test), or "
+        "--pixels");
+  if (!pixels && files.size() != 2)
+    throw Error(fmt::format("weft probe takes two feature files, TRAIN.npy TEST.npy; got {}",
+                            files.size()));
+  apply_threads({o.threads, false});
+  Features train = pixels ? pixel_features(o.data, "train") : read_features(files[0]);
+  Features test = pixels ? pixel_features(o.data, "test") : read_features(files[1]);
+  if (train.d != test.d)
+    throw Error(files[1], "",
+                fmt::format("{} values per example, but the training features ({}) have {}", test.d,
+                            files[0], train.d));
+  standardize(test, train);
+  standardize(train, train);
+  const ProbeResult p = linear_probe(train, test, 10, po);
+  const KMeansResult km = kmeans(test, 10, 4, po.seed);
+  const double nmi = normalized_mutual_information(test.labels, km.assignment);
+  const std::string what = pixels ? "raw pixels" : files[1];
+  fmt::print("{}: {} features\n", what, test.d);
+  fmt::print(
+      "  linear probe ({} epochs)   test accuracy {:.2f}%  (train {:.2f}%, test loss {:.4f})\n",
+      po.epochs, 100 * p.test_accuracy, 100 * p.train_accuracy, p.test_loss);
+  fmt::print("  k-means, 10 clusters      NMI {:.4f}  ({} iterations)\n", nmi, km.iterations);
+  if (!out.empty()) {
+    json r = {{"features", pixels ? json("pixels") : json(files)},
+              {"dimensions", test.d},
+              {"probe",
+               {{"epochs", po.epochs},
+                {"test_accuracy", p.test_accuracy},
+                {"train_accuracy", p.train_accuracy},
+                {"test_loss", p.test_loss}}},
+              {"kmeans", {{"clusters", 10}, {"nmi", nmi}, {"inertia", km.inertia}}}};
+    write_atomic(out, r.dump(2) + "\n");
+    fmt::print("report: {}\n", out);
+  }
+  return 0;
+}
+
 int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes) {
   const OpDef* d = Registry::get().find(op);
   if (!d) throw Error("", "", fmt::format("unknown op '{}' (weft ops lists them)", op));
@@ -380,7 +462,7 @@ int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes)
 
 int main(int argc, char** argv) {
   // Before OpenMP starts (runtime/threading.h); only the commands that train or run a model.
-  const std::set<std::string> computes = {"train", "bench", "sample", "encode", "eval"};
+  const std::set<std::string> computes = {"train", "bench", "sample", "encode", "eval", "probe"};
   if (argc > 1 && computes.count(argv[1])) choose_openmp_wait_policy(argv);
   CLI::App app{"weft: train generative models written as JSON graphs"};
   app.require_subcommand(1);
@@ -427,7 +509,16 @@ int main(int argc, char** argv) {
   sample->add_option("--n", n, "how many samples")->capture_default_str();
   sample->add_option("--out", out, "PNG grid to write");
   sample->add_option("--npy", npy, "also write the samples as .npy");
-  table["sample"] = [&] { return cmd_sample(o, ckpt, n, out, npy); };
+  std::string sample_output = "samples";
+  bool normalize = false;
+  sample
+      ->add_option(
+          "--output", sample_output,
+          "which entry of \"outputs\" (a fixed-shape one, such as weights, gives all its rows)")
+      ->capture_default_str();
+  sample->add_flag("--normalize", normalize,
+                   "scale each image by its own largest magnitude (0 is mid-gray), for weights");
+  table["sample"] = [&] { return cmd_sample(o, ckpt, n, out, npy, sample_output, normalize); };
 
   auto* encode = app.add_subcommand("encode", "write an output's features for a whole split");
   add_common(encode, o);
@@ -443,6 +534,19 @@ int main(int argc, char** argv) {
   eval->add_option("--checkpoint", ckpt, "a checkpoint of this graph")->required();
   eval->add_option("--split", split, "train or test")->capture_default_str();
   table["eval"] = [&] { return cmd_eval(o, ckpt, split); };
+
+  auto* probe = app.add_subcommand(
+      "probe", "linear probe accuracy and k-means NMI of features from weft encode");
+  std::vector<std::string> feature_files;
+  bool pixels = false;
+  ProbeOptions po;
+  probe->add_option("features", feature_files, "TRAIN.npy TEST.npy (labels beside each)");
+  probe->add_flag("--pixels", pixels, "probe the raw pixels instead");
+  probe->add_option("--epochs", po.epochs, "training epochs of the probe")->capture_default_str();
+  probe->add_option("--data", o.data, "Fashion-MNIST or MNIST folder (for --pixels)");
+  probe->add_option("--threads", o.threads, "threads (default: all cores)");
+  probe->add_option("--out", out, "also write the result as JSON");
+  table["probe"] = [&] { return cmd_probe(o, feature_files, pixels, po, out); };
 
   auto* bench = app.add_subcommand("bench", "training throughput and time per op");
   add_common(bench, o);
