@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -308,6 +309,63 @@ void fill_labels(const Dataset& d_, const std::vector<int64_t>& idx, Tensor& out
     else
       out.set(int64_t(i), l);
   }
+}
+
+void fill_points(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out) {
+  WEFT_ASSERT(out.numel() == int64_t(idx.size()) * 2);
+  for (size_t i = 0; i < idx.size(); ++i)
+    for (int64_t k = 0; k < 2; ++k) out.set(int64_t(i) * 2 + k, d.points[size_t(idx[i] * 2 + k)]);
+}
+
+bool is_mixture(const std::string& dataset) { return dataset == "ring8" || dataset == "grid25"; }
+
+Dataset make_mixture(const std::string& dataset, const std::string& split) {
+  WEFT_ASSERT(is_mixture(dataset), "not a mixture: " + dataset);
+  Dataset d;
+  d.dir = dataset;
+  d.split = split;
+  if (dataset == "ring8") {
+    for (int k = 0; k < 8; ++k)
+      d.modes.push_back({2 * std::cos(2 * M_PI * k / 8), 2 * std::sin(2 * M_PI * k / 8)});
+    d.mode_std = 0.02;
+  } else {
+    for (int i = 0; i < 5; ++i)
+      for (int j = 0; j < 5; ++j) d.modes.push_back({-4.0 + 2 * i, -4.0 + 2 * j});
+    d.mode_std = 0.05;
+  }
+  d.n = split == "train" ? 100000 : 2500;
+  // A stream per (dataset, split): the same points on every machine and every run.
+  const uint64_t key = stream_key(0x6d697874, dataset == "ring8" ? 8 : 25, split == "train");
+  const auto m = uint64_t(d.modes.size());
+  for (int64_t i = 0; i < d.n; ++i) {
+    const auto mode = std::min<uint64_t>(m - 1, uint64_t(uniform01(key, 3 * uint64_t(i)) * double(m)));
+    d.labels.push_back(uint8_t(mode));
+    d.points.push_back(float(d.modes[mode].first + d.mode_std * normal01(key, 3 * uint64_t(i) + 1)));
+    d.points.push_back(float(d.modes[mode].second + d.mode_std * normal01(key, 3 * uint64_t(i) + 2)));
+  }
+  return d;
+}
+
+ModeCoverage count_modes(const Dataset& mixture, const float* xy, int64_t n) {
+  ModeCoverage c;
+  c.modes = int(mixture.modes.size());
+  c.per_mode.assign(mixture.modes.size(), 0);
+  int64_t good = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double best = 1e300;
+    size_t at = 0;
+    for (size_t k = 0; k < mixture.modes.size(); ++k) {
+      const double dx = xy[2 * i] - mixture.modes[k].first, dy = xy[2 * i + 1] - mixture.modes[k].second;
+      if (dx * dx + dy * dy < best) best = dx * dx + dy * dy, at = k;
+    }
+    if (std::sqrt(best) <= 3 * mixture.mode_std) {
+      ++good;
+      ++c.per_mode[at];
+    }
+  }
+  for (int64_t v : c.per_mode) c.covered += v > 0;
+  c.high_quality = n > 0 ? double(good) / double(n) : 0;
+  return c;
 }
 
 }  // namespace weft

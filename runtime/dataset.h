@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/tensor.h"
@@ -14,9 +15,30 @@ namespace weft {
 struct Dataset {
   std::string dir, split;
   int64_t n = 0, rows = 0, cols = 0;
-  std::vector<uint8_t> images;  // n * rows * cols
-  std::vector<uint8_t> labels;  // n
+  std::vector<uint8_t> images;  // n * rows * cols (an image dataset)
+  std::vector<uint8_t> labels;  // n: the class, or the mode a point was drawn from
+  // A 2-D mixture: n points (x, y), and the modes they were drawn from.
+  std::vector<float> points;
+  std::vector<std::pair<double, double>> modes;
+  double mode_std = 0;
 };
+
+// The synthetic 2-D mixtures, for counting mode collapse: "ring8" (8 Gaussians of std 0.02
+// evenly on a circle of radius 2) and "grid25" (25 Gaussians of std 0.05 at -4, -2, 0, 2, 4
+// on each axis), each mode equally likely. A split is a fixed draw from the counter-based
+// generator: 100,000 training points, 2,500 test points.
+bool is_mixture(const std::string& dataset);
+Dataset make_mixture(const std::string& dataset, const std::string& split);
+
+// How well 2-D samples cover a mixture's modes, as VEEGAN and PacGAN count it: a sample is
+// of high quality when it lies within 3 standard deviations of its nearest mode's centre;
+// a mode is covered when at least one high-quality sample is nearest to it.
+struct ModeCoverage {
+  int modes = 0, covered = 0;
+  double high_quality = 0;  // the fraction of samples of high quality
+  std::vector<int64_t> per_mode;  // high-quality samples nearest each mode
+};
+ModeCoverage count_modes(const Dataset& mixture, const float* xy, int64_t n);
 
 // $WEFT_DATA, else /usr/share/datasets/fashion-mnist.
 std::string default_data_dir();
@@ -36,6 +58,7 @@ std::vector<uint8_t> read_idx(const std::string& path, int expected_rank,
 void fill_images(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out, double low,
                  double high);
 void fill_labels(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out, bool onehot);
+void fill_points(const Dataset& d, const std::vector<int64_t>& idx, Tensor& out);
 
 class Batcher {
  public:

@@ -364,6 +364,24 @@ std::vector<double> load_npy(const std::string& path, Dims& shape) {
   return out;
 }
 
+static void write_png(const std::string& path, const std::vector<uint8_t>& px, int64_t w,
+                      int64_t h, bool rgb) {
+  png_image img;
+  std::memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  img.width = png_uint_32(w);
+  img.height = png_uint_32(h);
+  img.format = rgb ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+  png_alloc_size_t size = 0;
+  if (!png_image_write_to_memory(&img, nullptr, &size, 0, px.data(), 0, nullptr))
+    throw Error(path, "", std::string("cannot encode PNG: ") + img.message);
+  std::string buf(size, '\0');
+  if (!png_image_write_to_memory(&img, buf.data(), &size, 0, px.data(), 0, nullptr))
+    throw Error(path, "", std::string("cannot encode PNG: ") + img.message);
+  buf.resize(size);
+  write_atomic(path, buf);
+}
+
 void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int64_t w, double low,
                    double high) {
   const int64_t n = images.shape().at(0), per = h * w, pad = 2;
@@ -380,20 +398,38 @@ void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int
         px[size_t((r0 + y) * W + c0 + x)] = uint8_t(std::lround(v * 255));
       }
   }
-  png_image img;
-  std::memset(&img, 0, sizeof img);
-  img.version = PNG_IMAGE_VERSION;
-  img.width = png_uint_32(W);
-  img.height = png_uint_32(H);
-  img.format = PNG_FORMAT_GRAY;
-  png_alloc_size_t size = 0;
-  if (!png_image_write_to_memory(&img, nullptr, &size, 0, px.data(), 0, nullptr))
-    throw Error(path, "", std::string("cannot encode PNG: ") + img.message);
-  std::string buf(size, '\0');
-  if (!png_image_write_to_memory(&img, buf.data(), &size, 0, px.data(), 0, nullptr))
-    throw Error(path, "", std::string("cannot encode PNG: ") + img.message);
-  buf.resize(size);
-  write_atomic(path, buf);
+  write_png(path, px, W, H, false);
+}
+
+void save_scatter_png(const std::string& path, const float* xy, int64_t n,
+                      const std::vector<std::pair<double, double>>& centres, double radius,
+                      double extent) {
+  const int64_t S = 512;
+  std::vector<uint8_t> px(size_t(S * S * 3), 255);
+  auto to_px = [&](double v) { return (v + extent) / (2 * extent) * double(S - 1); };
+  auto put = [&](int64_t x, int64_t y, uint8_t r, uint8_t g, uint8_t b) {
+    if (x < 0 || y < 0 || x >= S || y >= S) return;
+    uint8_t* p = px.data() + (y * S + x) * 3;
+    p[0] = r, p[1] = g, p[2] = b;
+  };
+  for (int64_t k = 0; k < S; ++k) {  // the axes through 0
+    const auto zero = int64_t(std::lround(to_px(0)));
+    put(k, zero, 220, 220, 220);
+    put(zero, k, 220, 220, 220);
+  }
+  const double r = std::max(2.0, radius / (2 * extent) * double(S - 1));
+  for (auto& [cx, cy] : centres)  // each mode's circle of high quality
+    for (int a = 0; a < 720; ++a) {
+      const double t = a * M_PI / 360;
+      put(std::lround(to_px(cx) + r * std::cos(t)), std::lround(double(S - 1) - to_px(cy) + r * std::sin(t)),
+          214, 39, 40);
+    }
+  for (int64_t i = 0; i < n; ++i) {  // y grows upward
+    const int64_t x = std::lround(to_px(xy[2 * i])), y = std::lround(double(S - 1) - to_px(xy[2 * i + 1]));
+    for (int64_t dy = 0; dy < 2; ++dy)
+      for (int64_t dx = 0; dx < 2; ++dx) put(x + dx, y + dy, 31, 119, 180);
+  }
+  write_png(path, px, S, S, true);
 }
 
 void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
@@ -405,7 +441,12 @@ void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
     std::stringstream ss(line);
     for (std::string c; std::getline(ss, c, ',');) names.push_back(c);
   }
-  const size_t series = names.size() >= 2 ? names.size() - 2 : 0;  // drop step and samples_per_s
+  // Losses and logged values; not the step, the throughput or the gradient norms (another
+  // scale altogether).
+  std::vector<size_t> cols;
+  for (size_t k = 1; k < names.size(); ++k)
+    if (names[k] != "samples_per_s" && names[k].rfind("grad_norm.", 0) != 0) cols.push_back(k);
+  const size_t series = cols.size();
   std::vector<double> steps;
   std::vector<std::vector<double>> ys(series);
   while (std::getline(f, line)) {
@@ -415,7 +456,7 @@ void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
       row.push_back(c.empty() ? std::nan("") : std::strtod(c.c_str(), nullptr));
     if (row.size() != names.size()) continue;
     steps.push_back(row[0]);
-    for (size_t k = 0; k < series; ++k) ys[k].push_back(row[k + 1]);
+    for (size_t k = 0; k < series; ++k) ys[k].push_back(row[cols[k]]);
   }
   if (steps.size() < 2 || series == 0) return;
   double lo = 1e300, hi = -1e300;
@@ -461,7 +502,7 @@ void save_loss_plot(const std::string& csv_path, const std::string& svg_path) {
     svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n",
                        c, smooth);
     svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"{}\">{}</text>\n", W - R - 150,
-                       T + 16 * (k + 1), c, names[k + 1]);
+                       T + 16 * (k + 1), c, names[cols[k]]);
   }
   svg += "</svg>\n";
   write_atomic(svg_path, svg);

@@ -44,6 +44,12 @@ std::vector<double> load_npy(const std::string& path, Dims& shape);
 void save_png_grid(const std::string& path, const Tensor& images, int64_t h, int64_t w, double low,
                    double high);
 
+// A scatter plot of n 2-D points `xy` (blue) over circles of radius `radius` around
+// `centres` (red), on [-extent, extent] in both axes, as an RGB PNG of 512 x 512 pixels.
+void save_scatter_png(const std::string& path, const float* xy, int64_t n,
+                      const std::vector<std::pair<double, double>>& centres, double radius,
+                      double extent);
+
 // A plot of every loss column of a metrics CSV against the step, as SVG: the raw values
 // faint, an exponential moving average over them bold.
 void save_loss_plot(const std::string& csv_path, const std::string& svg_path);

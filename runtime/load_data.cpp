@@ -12,9 +12,11 @@ void load_data(Load& l) {
   const json& d = l.root["data"];
   l.check_keys(d, "/data", {"dataset", "split", "range"});
   l.m.data.dataset = l.string_or(d, "dataset", "/data", "fashion-mnist");
-  if (l.m.data.dataset != "fashion-mnist")
+  if (l.m.data.dataset != "fashion-mnist" && !is_mixture(l.m.data.dataset))
     l.fail("/data/dataset",
-           "expected \"fashion-mnist\" (the dataset weft reads), got " + brief(d["dataset"]));
+           "expected \"fashion-mnist\" (images; MNIST's files read the same way with --data) or "
+           "a 2-D mixture, \"ring8\" or \"grid25\", got " +
+               brief(d["dataset"]));
   l.m.data.split = l.string_or(d, "split", "/data", "train");
   if (l.m.data.split != "train" && l.m.data.split != "test")
     l.fail("/data/split", "expected \"train\" or \"test\", got " + brief(d["split"]));
@@ -82,6 +84,15 @@ void load_inputs(Load& l) {
     in.source = src->name;
     if (src->from_data) {
       l.m.uses_data = true;
+      const bool mixture = is_mixture(l.m.data.dataset), points = src->name == "data.points";
+      if (mixture && (src->name == "data.images" || src->name == "data.onehot"))
+        l.fail(fw, fmt::format("the dataset \"{}\" is 2-D points, it has no {}; use "
+                               "\"data.points\" (and \"data.labels\" for each point's mode)",
+                               l.m.data.dataset, src->name));
+      if (points && !mixture)
+        l.fail(fw, fmt::format("\"data.points\" is a field of the 2-D mixtures (\"ring8\", "
+                               "\"grid25\" in /data/dataset), not of \"{}\"",
+                               l.m.data.dataset));
       check_data_field(l, *src, in, w);
     } else {
       read_noise(l, *src, from, in, fw);

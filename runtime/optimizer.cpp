@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace weft {
 
@@ -16,6 +17,8 @@ const std::map<std::string, json> kDefaults = {
     {"rmsprop",
      {{"lr", 1e-2}, {"alpha", 0.99}, {"eps", 1e-8}, {"momentum", 0.0}, {"weight_decay", 0.0}}},
 };
+// Settings every optimizer takes; 0 is off.
+const json kClipping = {{"clip_norm", 0.0}, {"clip_value", 0.0}, {"clip_weights", 0.0}};
 
 // Runs f(begin, end) over [0, n) in parallel chunks, on the OpenMP team oneDNN uses: its
 // threads are still spinning from the last primitive, and a second (TBB) pool on the
@@ -35,34 +38,36 @@ struct Typed {
 class Sgd : public Optimizer {
  public:
   Sgd(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : lr_(c["lr"]), mom_(c["momentum"]), wd_(c["weight_decay"]), nesterov_(c["nesterov"]) {
+      : Optimizer(c), lr_(c["lr"]), mom_(c["momentum"]), wd_(c["weight_decay"]), nesterov_(c["nesterov"]) {
     if (mom_ != 0)
       for (size_t i = 0; i < params.size(); ++i)
         state_.push_back({names[i] + ".momentum", Tensor(params[i].dtype(), params[i].shape())});
     state_.push_back({"t", Tensor(DType::f64, {1})});
   }
-  void step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) override {
+  void update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
+              const GradTransform& gt) override {
     double t = state_.back().second.at(0);
     for (size_t i = 0; i < params.size(); ++i) {
       if (params[i].dtype() == DType::f32)
-        update<float>(params[i], *grads[i], i, t);
+        apply<float>(params[i], *grads[i], i, t, gt);
       else
-        update<double>(params[i], *grads[i], i, t);
+        apply<double>(params[i], *grads[i], i, t, gt);
     }
     state_.back().second.set(0, t + 1);
   }
 
  private:
   template <class T>
-  void update(const Tensor& pt, const Tensor& gt, size_t i, double t) {
+  void apply(const Tensor& pt, const Tensor& gt_, size_t i, double t, const GradTransform& gt) {
     T* __restrict p = pt.data<T>();
-    const T* __restrict g = gt.data<T>();
+    const T* __restrict g = gt_.data<T>();
+    const T gs = T(gt.scale), gc = T(gt.clip);
     T* __restrict buf = mom_ != 0 ? state_[i].second.data<T>() : nullptr;
     const T lr = T(lr_), mom = T(mom_), wd = T(wd_);
     const bool first = t == 0, nesterov = nesterov_;
     chunks(pt.numel(), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
-        T d = g[k] + wd * p[k];
+        T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
         if (buf) {
           buf[k] = first ? d : mom * buf[k] + d;
           d = nesterov ? d + mom * buf[k] : buf[k];
@@ -78,29 +83,31 @@ class Sgd : public Optimizer {
 class Adam : public Optimizer {
  public:
   Adam(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : lr_(c["lr"]), b1_(c["beta1"]), b2_(c["beta2"]), eps_(c["eps"]), wd_(c["weight_decay"]) {
+      : Optimizer(c), lr_(c["lr"]), b1_(c["beta1"]), b2_(c["beta2"]), eps_(c["eps"]), wd_(c["weight_decay"]) {
     for (size_t i = 0; i < params.size(); ++i) {
       state_.push_back({names[i] + ".m", Tensor(params[i].dtype(), params[i].shape())});
       state_.push_back({names[i] + ".v", Tensor(params[i].dtype(), params[i].shape())});
     }
     state_.push_back({"t", Tensor(DType::f64, {1})});
   }
-  void step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) override {
+  void update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
+              const GradTransform& gt) override {
     double t = state_.back().second.at(0) + 1;
     state_.back().second.set(0, t);
     for (size_t i = 0; i < params.size(); ++i) {
       if (params[i].dtype() == DType::f32)
-        update<float>(params[i], *grads[i], i, t);
+        apply<float>(params[i], *grads[i], i, t, gt);
       else
-        update<double>(params[i], *grads[i], i, t);
+        apply<double>(params[i], *grads[i], i, t, gt);
     }
   }
 
  private:
   template <class T>
-  void update(const Tensor& pt, const Tensor& gt, size_t i, double t) {
+  void apply(const Tensor& pt, const Tensor& gt_, size_t i, double t, const GradTransform& gt) {
     T* __restrict p = pt.data<T>();
-    const T* __restrict g = gt.data<T>();
+    const T* __restrict g = gt_.data<T>();
+    const T gs = T(gt.scale), gc = T(gt.clip);
     T* __restrict m = state_[2 * i].second.data<T>();
     T* __restrict v = state_[2 * i + 1].second.data<T>();
     const T b1 = T(b1_), b2 = T(b2_), wd = T(wd_), eps = T(eps_);
@@ -109,7 +116,7 @@ class Adam : public Optimizer {
     const T vscale = T(1 / std::sqrt(1 - std::pow(b2_, t)));
     chunks(pt.numel(), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
-        T d = g[k] + wd * p[k];
+        T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
         m[k] = b1 * m[k] + (1 - b1) * d;
         v[k] = b2 * v[k] + (1 - b2) * d * d;
         p[k] -= step * m[k] / (std::sqrt(v[k]) * vscale + eps);
@@ -122,7 +129,8 @@ class Adam : public Optimizer {
 class RmsProp : public Optimizer {
  public:
   RmsProp(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : lr_(c["lr"]),
+      : Optimizer(c),
+        lr_(c["lr"]),
         alpha_(c["alpha"]),
         eps_(c["eps"]),
         mom_(c["momentum"]),
@@ -133,27 +141,29 @@ class RmsProp : public Optimizer {
     }
     state_.push_back({"t", Tensor(DType::f64, {1})});
   }
-  void step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) override {
+  void update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
+              const GradTransform& gt) override {
     for (size_t i = 0; i < params.size(); ++i) {
       if (params[i].dtype() == DType::f32)
-        update<float>(params[i], *grads[i], i);
+        apply<float>(params[i], *grads[i], i, gt);
       else
-        update<double>(params[i], *grads[i], i);
+        apply<double>(params[i], *grads[i], i, gt);
     }
     state_.back().second.set(0, state_.back().second.at(0) + 1);
   }
 
  private:
   template <class T>
-  void update(const Tensor& pt, const Tensor& gt, size_t i) {
+  void apply(const Tensor& pt, const Tensor& gt_, size_t i, const GradTransform& gt) {
     T* __restrict p = pt.data<T>();
-    const T* __restrict g = gt.data<T>();
+    const T* __restrict g = gt_.data<T>();
+    const T gs = T(gt.scale), gc = T(gt.clip);
     T* __restrict sq = state_[2 * i].second.data<T>();
     T* __restrict buf = state_[2 * i + 1].second.data<T>();
     const T lr = T(lr_), a = T(alpha_), eps = T(eps_), mom = T(mom_), wd = T(wd_);
     chunks(pt.numel(), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
-        T d = g[k] + wd * p[k];
+        T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
         sq[k] = a * sq[k] + (1 - a) * d * d;
         T u = d / (std::sqrt(sq[k]) + eps);
         if (mom != 0) u = buf[k] = mom * buf[k] + u;
@@ -166,6 +176,50 @@ class RmsProp : public Optimizer {
 
 }  // namespace
 
+Optimizer::Optimizer(const json& c)
+    : clip_norm_(c.value("clip_norm", 0.0)),
+      clip_value_(c.value("clip_value", 0.0)),
+      clip_weights_(c.value("clip_weights", 0.0)) {}
+
+double Optimizer::step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) {
+  double sum = 0;
+  for (const Tensor* g : grads) {
+    const int64_t n = g->numel();
+    if (g->dtype() == DType::f32) {
+      const float* p = g->data<float>();
+#pragma omp parallel for reduction(+ : sum) schedule(static) if (n > (1 << 16))
+      for (int64_t k = 0; k < n; ++k) sum += double(p[k]) * p[k];
+    } else {
+      const double* p = g->data<double>();
+#pragma omp parallel for reduction(+ : sum) schedule(static) if (n > (1 << 16))
+      for (int64_t k = 0; k < n; ++k) sum += p[k] * p[k];
+    }
+  }
+  const double norm = std::sqrt(sum);
+  GradTransform gt;
+  // A non-finite norm is left alone: scaling by it would hide which gradient broke.
+  if (clip_norm_ > 0 && std::isfinite(norm) && norm > clip_norm_) gt.scale = clip_norm_ / norm;
+  gt.clip = clip_value_ > 0 ? clip_value_ : std::numeric_limits<double>::infinity();
+  update(params, grads, gt);
+  if (clip_weights_ > 0)
+    for (const Tensor& p : params) {
+      const int64_t n = p.numel();
+      if (p.dtype() == DType::f32) {
+        float* q = p.data<float>();
+        const float c = float(clip_weights_);
+        chunks(n, [&](int64_t b, int64_t e) {
+          for (int64_t k = b; k < e; ++k) q[k] = std::clamp(q[k], -c, c);
+        });
+      } else {
+        double* q = p.data<double>();
+        chunks(n, [&](int64_t b, int64_t e) {
+          for (int64_t k = b; k < e; ++k) q[k] = std::clamp(q[k], -clip_weights_, clip_weights_);
+        });
+      }
+    }
+  return norm;
+}
+
 json check_optimizer(const json& spec) {
   if (!spec.is_object() || spec.size() != 1 || !kDefaults.count(spec.begin().key()))
     throw AttrError(
@@ -175,6 +229,7 @@ json check_optimizer(const json& spec) {
   const json& given = spec.begin().value();
   if (!given.is_object()) throw AttrError(kind, "expected an object of settings");
   json out = kDefaults.at(kind);
+  out.update(kClipping);
   for (auto& [k, v] : given.items()) {
     if (!out.contains(k)) {
       std::vector<std::string> known;
@@ -189,6 +244,9 @@ json check_optimizer(const json& spec) {
     out[k] = v;
   }
   if (!(out["lr"].get<double>() > 0)) throw AttrError(kind + "/lr", "expected lr > 0");
+  for (const char* c : {"clip_norm", "clip_value", "clip_weights"})
+    if (!(out[c].get<double>() >= 0))
+      throw AttrError(kind + "/" + c, fmt::format("expected {} >= 0 (0 is off)", c));
   for (const char* b : {"beta1", "beta2", "alpha", "momentum"})
     if (out.contains(b) && !(out[b].get<double>() >= 0 && out[b].get<double>() < 1))
       throw AttrError(kind + "/" + b, fmt::format("expected {} in [0, 1)", b));

@@ -17,6 +17,7 @@ void fill_labels_source(Tensor& t, const SourceFill& f) {
 void fill_onehot_source(Tensor& t, const SourceFill& f) {
   fill_labels(*f.data, *f.examples, t, true);
 }
+void fill_points_source(Tensor& t, const SourceFill& f) { fill_points(*f.data, *f.examples, t); }
 
 // Element i of a noise input is draw(key, i): a counter-based stream, so a value depends
 // only on (seed, step, phase, input, i).
@@ -59,6 +60,12 @@ const std::vector<InputSource>& input_sources() {
        .per_example_doc = "10 values per example",
        .hint = "use [\"B\", 10]",
        .fill = fill_onehot_source},
+      {.name = "data.points",
+       .from_data = true,
+       .per_example = 2,
+       .per_example_doc = "2 values per example (x, y)",
+       .hint = "use [\"B\", 2]",
+       .fill = fill_points_source},
       {.name = "normal",
        .settings = {{"mean", 0.0}, {"std", 1.0}},
        .settings_ok = [](double, double std) { return std >= 0; },

@@ -113,7 +113,9 @@ const Dataset* Session::dataset(const std::string& split) {
   auto& d = data_[split];
   if (!d)
     d = std::make_unique<Dataset>(
-        load_fashion_mnist(opt.data_dir.empty() ? default_data_dir() : opt.data_dir, split));
+        is_mixture(model.data.dataset)
+            ? make_mixture(model.data.dataset, split)
+            : load_fashion_mnist(opt.data_dir.empty() ? default_data_dir() : opt.data_dir, split));
   return d.get();
 }
 
@@ -198,7 +200,7 @@ void Session::check_params(const Phase& ph, size_t pi) const {
 }
 
 std::vector<double> Session::train_step(StepTimes* times) {
-  std::vector<double> losses;
+  std::vector<double> losses, norms(phases.size(), std::nan(""));
   int draw = 0;
   const Dataset* d = data_draws_per_step_ > 0 ? dataset(model.data.split) : nullptr;
   if (d && !batcher_) batcher_ = std::make_unique<Batcher>(*d, model.train.batch, model.train.seed);
@@ -222,7 +224,7 @@ std::vector<double> Session::train_step(StepTimes* times) {
       else
         run_plan(*ph.bound.plan, ctx, opt.parallel, times);
       auto t2 = std::chrono::steady_clock::now();
-      ph.opt->step(ph.param_tensors, ph.grad_tensors);
+      norms[pi] = ph.opt->step(ph.param_tensors, ph.grad_tensors);
       auto t3 = std::chrono::steady_clock::now();
       if (opt.check_numerics) check_params(ph, pi);
       input_seconds += std::chrono::duration<double>(t1 - t0).count();
@@ -235,6 +237,7 @@ std::vector<double> Session::train_step(StepTimes* times) {
     if (ph.spec.active_at(step))
       for (auto& [li, t] : ph.logs) logged[li] = ph.bound.plan->target(t).at(0);
   losses.insert(losses.end(), logged.begin(), logged.end());
+  losses.insert(losses.end(), norms.begin(), norms.end());
   ++step;
   return losses;
 }
@@ -393,6 +396,17 @@ bool write_samples(Session& s, int64_t n, const std::string& path, const std::st
   Shape shape = s.model.graph.shape(it->second);
   if (shape.empty()) return false;
   Dim per = shape_numel(Shape(shape.begin() + 1, shape.end()));
+  if (per == Dim(2) && shape[0].batch && is_mixture(s.model.data.dataset)) {
+    // Points of a 2-D mixture: a scatter plot over the modes, of enough points to show
+    // which modes are covered.
+    const Dataset* d = s.dataset("test");
+    const int64_t count = std::max<int64_t>(n, 1000);
+    Tensor xy = s.evaluate(output, count, "test", 0).to(DType::f32);
+    double extent = 0;
+    for (auto& [x, y] : d->modes) extent = std::max({extent, std::abs(x), std::abs(y)});
+    save_scatter_png(path, xy.data<float>(), count, d->modes, 3 * d->mode_std, extent + 1);
+    return true;
+  }
   int64_t side = int64_t(std::lround(std::sqrt(double(per.n))));
   if (per.batch || side * side != per.n || side < 4) return false;
   // A batch-shaped output gives n images; a fixed one (weights, atoms) all of its rows.
@@ -499,6 +513,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   std::vector<std::string> names;
   for (auto& ph : s->phases) names.push_back(ph.spec.loss_name);
   for (auto& [name, v] : m.train.log) names.push_back(name);
+  for (auto& ph : s->phases) names.push_back("grad_norm." + ph.spec.loss_name);
   std::string header = fmt::format("step,{},samples_per_s", fmt::join(names, ","));
   std::string kept = header + "\n";
   if (to.resume) {
@@ -566,7 +581,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     out << st;
     for (size_t i = 0; i < losses.size(); ++i) {
       // A phase outside its steps leaves its field empty.
-      const bool none = i < s->phases.size() && !s->phases[i].spec.active_at(st - 1);
+      const bool none = std::isnan(losses[i]) && (i < s->phases.size() ||
+                                                   i >= s->phases.size() + m.train.log.size());
       out << ',';
       if (!none) out << fmt::format("{:.6g}", losses[i]);
     }
@@ -576,7 +592,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
       double elapsed = std::chrono::duration<double>(now - t0).count();
       double eta = double(steps - st) * elapsed / double(std::max<int64_t>(1, st - start));
       std::string line = fmt::format("step {}/{}", st, steps);
-      for (size_t i = 0; i < losses.size(); ++i)
+      for (size_t i = 0; i < s->phases.size() + m.train.log.size(); ++i)  // not the norms
         if (i >= s->phases.size() || s->phases[i].spec.active_at(st - 1))
           line += fmt::format("  {} {:.4f}", names[i], losses[i]);
       line += fmt::format("  {:.0f} samples/s  ETA {}:{:02d}", rate, int(eta) / 60, int(eta) % 60);

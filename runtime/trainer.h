@@ -45,7 +45,9 @@ class Session {
   double input_seconds = 0, optimizer_seconds = 0;
 
   // One training step: every phase, `repeat` times; returns each phase's last loss, then
-  // the values of train.log (each computed by the first phase whose loss depends on it).
+  // the values of train.log (each computed by the first phase whose loss depends on it),
+  // then each phase's last gradient norm (global L2, before clipping). A phase outside its
+  // steps gives NaN.
   std::vector<double> train_step(StepTimes* times = nullptr);
   // The named output for `n` examples in inference mode: noise drawn from a fixed stream,
   // data (if needed) from `split`, examples [first, first + n).

@@ -10,6 +10,7 @@
 #include "runtime/autodiff.h"
 #include "runtime/executor.h"
 #include "runtime/kernels.h"
+#include "runtime/optimizer.h"
 #include "runtime/rng.h"
 #include "runtime/threading.h"
 
@@ -125,4 +126,64 @@ TEST_CASE("denormal floats are flushed to zero in the calling thread and in Open
 #pragma omp parallel num_threads(2) reduction(+ : flushed)
   flushed += (tiny * 1e-10f == 0.0f);
   CHECK(flushed == 2);
+}
+
+// ---- optimizers ------------------------------------------------------------------------
+
+namespace {
+Tensor vec(std::initializer_list<double> v) {
+  Tensor t(DType::f64, {int64_t(v.size())});
+  int i = 0;
+  for (double x : v) t.set(i++, x);
+  return t;
+}
+// One step of `spec` from parameters p and gradients g; returns (new p, the norm it gave).
+std::pair<Tensor, double> one_step(const json& spec, std::initializer_list<double> p,
+                                   std::initializer_list<double> g) {
+  std::vector<Tensor> params = {vec(p)};
+  Tensor grad = vec(g);
+  auto opt = make_optimizer(spec, params, {"w"});
+  const double norm = opt->step(params, {&grad});
+  return {params[0], norm};
+}
+}  // namespace
+
+TEST_CASE("clipping: by global norm, by value, and of the weights, exactly as configured") {
+  // sgd with lr 1 moves a parameter by minus its (clipped) gradient.
+  auto [plain, n0] = one_step({{"sgd", {{"lr", 1}}}}, {0, 0}, {3, 4});
+  CHECK(n0 == doctest::Approx(5));
+  CHECK(plain.at(0) == doctest::Approx(-3));
+  CHECK(plain.at(1) == doctest::Approx(-4));
+  // clip_norm 1: the gradient [3, 4] (norm 5) becomes [0.6, 0.8]; the norm logged is 5.
+  auto [by_norm, n1] = one_step({{"sgd", {{"lr", 1}, {"clip_norm", 1}}}}, {0, 0}, {3, 4});
+  CHECK(n1 == doctest::Approx(5));
+  CHECK(by_norm.at(0) == doctest::Approx(-0.6));
+  CHECK(by_norm.at(1) == doctest::Approx(-0.8));
+  // Under the bound, nothing changes.
+  auto [under, n2] = one_step({{"sgd", {{"lr", 1}, {"clip_norm", 10}}}}, {0, 0}, {3, 4});
+  CHECK(under.at(0) == doctest::Approx(-3));
+  // clip_value 0.5: each element on its own.
+  auto [by_value, n3] = one_step({{"sgd", {{"lr", 1}, {"clip_value", 0.5}}}}, {0, 0}, {3, -0.2});
+  CHECK(by_value.at(0) == doctest::Approx(-0.5));
+  CHECK(by_value.at(1) == doctest::Approx(0.2));
+  // clip_weights 0.01 after the update: WGAN's critic.
+  auto [weights, n4] =
+      one_step({{"rmsprop", {{"lr", 5e-5}, {"clip_weights", 0.01}}}}, {0.5, -0.005, -3}, {0, 0, 0});
+  CHECK(weights.at(0) == doctest::Approx(0.01));
+  CHECK(weights.at(1) == doctest::Approx(-0.005));
+  CHECK(weights.at(2) == doctest::Approx(-0.01));
+  CHECK(n4 == 0);
+  // Adam after clipping by norm: the first step moves each parameter by lr * sign(g).
+  auto [adam, n5] =
+      one_step({{"adam", {{"lr", 0.1}, {"clip_norm", 1}}}}, {1, 1}, {300, -400});
+  CHECK(adam.at(0) == doctest::Approx(0.9).epsilon(1e-6));
+  CHECK(adam.at(1) == doctest::Approx(1.1).epsilon(1e-6));
+  CHECK(n5 == doctest::Approx(500));
+  // Negative bounds are mistakes, named by their place.
+  try {
+    check_optimizer({{"adam", {{"clip_value", -1}}}});
+    FAIL("a negative clip_value was accepted");
+  } catch (const AttrError& e) {
+    CHECK(e.key() == "adam/clip_value");
+  }
 }

@@ -234,7 +234,7 @@ TEST_CASE("train.log values that no loss needs are computed") {
   std::ifstream f(dir / "out" / "metrics.csv");
   std::string header, row;
   std::getline(f, header);
-  CHECK(header == "step,loss,code_mean,samples_per_s");
+  CHECK(header == "step,loss,code_mean,grad_norm.loss,samples_per_s");
   while (std::getline(f, row)) {
     std::stringstream ss(row);
     std::string step, loss, mean;

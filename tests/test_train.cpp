@@ -382,17 +382,18 @@ TEST_CASE(
   std::ifstream csv(dir / "six" / "metrics.csv");
   std::string line;
   std::getline(csv, line);
-  CHECK(line == "step,sae_loss,d_loss,g_loss,samples_per_s");
+  CHECK(line ==
+        "step,sae_loss,d_loss,g_loss,grad_norm.sae_loss,grad_norm.d_loss,grad_norm.g_loss,"
+        "samples_per_s");
   for (int row = 1; row <= 6; ++row) {
     REQUIRE(std::getline(csv, line));
     INFO(line);
     std::vector<std::string> cells;
     std::stringstream ls(line);
     for (std::string c; std::getline(ls, c, ',');) cells.push_back(c);
-    REQUIRE(cells.size() == 5);
-    CHECK(cells[1].empty() == (row > 3));
-    CHECK(cells[2].empty() == (row <= 3));
-    CHECK(cells[3].empty() == (row <= 3));
+    REQUIRE(cells.size() == 8);
+    for (int k : {1, 4}) CHECK(cells[k].empty() == (row > 3));  // loss and gradient norm
+    for (int k : {2, 3, 5, 6}) CHECK(cells[k].empty() == (row <= 3));
   }
 }
 
@@ -422,4 +423,54 @@ TEST_CASE("bigan: G(E(x)) is closer to x than to another test image") {
     }
   INFO("squared error to its own image ", own, ", to the next image ", other);
   CHECK(own < 0.9 * other);
+}
+
+TEST_CASE("ring8 and grid25: fixed draws around their modes, and the modes counted") {
+  const Dataset ring = make_mixture("ring8", "test"), grid = make_mixture("grid25", "test");
+  CHECK(ring.n == 2500);
+  CHECK(make_mixture("ring8", "train").n == 100000);
+  REQUIRE(ring.modes.size() == 8);
+  REQUIRE(grid.modes.size() == 25);
+  CHECK(ring.modes[2].first == doctest::Approx(0).epsilon(1e-12));
+  CHECK(ring.modes[2].second == doctest::Approx(2));
+  CHECK(grid.modes[24] == std::pair<double, double>{4, 4});
+  // The same points every time, and each near the mode it was drawn from.
+  CHECK(make_mixture("ring8", "test").points == ring.points);
+  CHECK(make_mixture("ring8", "train").points != make_mixture("grid25", "train").points);
+  for (int64_t i = 0; i < ring.n; ++i) {
+    const auto [mx, my] = ring.modes[ring.labels[size_t(i)]];
+    CHECK(std::hypot(ring.points[size_t(2 * i)] - mx, ring.points[size_t(2 * i + 1)] - my) < 0.15);
+  }
+  // Real data covers every mode; within 3 standard deviations lie 1 - exp(-4.5) = 98.9%
+  // of a 2-D Gaussian's draws.
+  for (const Dataset* d : {&ring, &grid}) {
+    const ModeCoverage c = count_modes(*d, d->points.data(), d->n);
+    CHECK(c.covered == c.modes);
+    CHECK(c.high_quality == doctest::Approx(0.989).epsilon(0.01));
+  }
+  // Every sample on one mode: one mode covered. Far from every mode: none, no quality.
+  std::vector<float> one(200, 0.0f), far(200, 9.0f);
+  for (size_t i = 0; i < one.size(); i += 2) one[i] = 2.0f;
+  CHECK(count_modes(ring, one.data(), 100).covered == 1);
+  CHECK(count_modes(ring, one.data(), 100).high_quality == 1.0);
+  CHECK(count_modes(ring, far.data(), 100).covered == 0);
+  CHECK(count_modes(ring, far.data(), 100).high_quality == 0.0);
+}
+
+TEST_CASE("gan_ring8: a short run spreads over more than one mode, and weft eval counts them") {
+  const fs::path dir = fresh_dir("ring8");
+  std::string log;
+  const std::string weft = WEFT_BINARY, g = graph("gan_ring8.json");
+  REQUIRE(std::system((weft + " train " + g + " --steps 600 --quiet --out " + dir.string()).c_str()) ==
+          0);
+  REQUIRE(std::system((weft + " eval " + g + " --checkpoint " + (dir / "checkpoint.safetensors").string() +
+                       " > " + (dir / "eval.txt").string())
+                          .c_str()) == 0);
+  const json r = json::parse(std::ifstream(dir / "eval_test.json"));
+  INFO(weft::test::slurp(dir / "eval.txt"));
+  CHECK(r["modes"]["modes"] == 8);
+  CHECK(r["modes"]["covered"].get<int>() > 1);
+  CHECK(r["modes"]["high_quality"].get<double>() > 0.05);
+  CHECK(fs::exists(dir / "eval_samples.png"));
+  CHECK(fs::exists(dir / "samples.png"));  // the scatter plot written while training
 }
