@@ -338,10 +338,13 @@ Dataset make_mixture(const std::string& dataset, const std::string& split) {
   const uint64_t key = stream_key(0x6d697874, dataset == "ring8" ? 8 : 25, split == "train");
   const auto m = uint64_t(d.modes.size());
   for (int64_t i = 0; i < d.n; ++i) {
-    const auto mode = std::min<uint64_t>(m - 1, uint64_t(uniform01(key, 3 * uint64_t(i)) * double(m)));
+    const auto mode =
+        std::min<uint64_t>(m - 1, uint64_t(uniform01(key, 3 * uint64_t(i)) * double(m)));
     d.labels.push_back(uint8_t(mode));
-    d.points.push_back(float(d.modes[mode].first + d.mode_std * normal01(key, 3 * uint64_t(i) + 1)));
-    d.points.push_back(float(d.modes[mode].second + d.mode_std * normal01(key, 3 * uint64_t(i) + 2)));
+    d.points.push_back(
+        float(d.modes[mode].first + d.mode_std * normal01(key, 3 * uint64_t(i) + 1)));
+    d.points.push_back(
+        float(d.modes[mode].second + d.mode_std * normal01(key, 3 * uint64_t(i) + 2)));
   }
   return d;
 }
@@ -355,7 +358,8 @@ ModeCoverage count_modes(const Dataset& mixture, const float* xy, int64_t n) {
     double best = 1e300;
     size_t at = 0;
     for (size_t k = 0; k < mixture.modes.size(); ++k) {
-      const double dx = xy[2 * i] - mixture.modes[k].first, dy = xy[2 * i + 1] - mixture.modes[k].second;
+      const double dx = xy[2 * i] - mixture.modes[k].first,
+                   dy = xy[2 * i + 1] - mixture.modes[k].second;
       if (dx * dx + dy * dy < best) best = dx * dx + dy * dy, at = k;
     }
     if (std::sqrt(best) <= 3 * mixture.mode_std) {

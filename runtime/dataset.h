@@ -35,7 +35,7 @@ Dataset make_mixture(const std::string& dataset, const std::string& split);
 // a mode is covered when at least one high-quality sample is nearest to it.
 struct ModeCoverage {
   int modes = 0, covered = 0;
-  double high_quality = 0;  // the fraction of samples of high quality
+  double high_quality = 0;        // the fraction of samples of high quality
   std::vector<int64_t> per_mode;  // high-quality samples nearest each mode
 };
 ModeCoverage count_modes(const Dataset& mixture, const float* xy, int64_t n);

@@ -364,8 +364,8 @@ std::vector<double> load_npy(const std::string& path, Dims& shape) {
   return out;
 }
 
-static void write_png(const std::string& path, const std::vector<uint8_t>& px, int64_t w,
-                      int64_t h, bool rgb) {
+static void write_png(const std::string& path, const std::vector<uint8_t>& px, int64_t w, int64_t h,
+                      bool rgb) {
   png_image img;
   std::memset(&img, 0, sizeof img);
   img.version = PNG_IMAGE_VERSION;
@@ -421,11 +421,12 @@ void save_scatter_png(const std::string& path, const float* xy, int64_t n,
   for (auto& [cx, cy] : centres)  // each mode's circle of high quality
     for (int a = 0; a < 720; ++a) {
       const double t = a * M_PI / 360;
-      put(std::lround(to_px(cx) + r * std::cos(t)), std::lround(double(S - 1) - to_px(cy) + r * std::sin(t)),
-          214, 39, 40);
+      put(std::lround(to_px(cx) + r * std::cos(t)),
+          std::lround(double(S - 1) - to_px(cy) + r * std::sin(t)), 214, 39, 40);
     }
   for (int64_t i = 0; i < n; ++i) {  // y grows upward
-    const int64_t x = std::lround(to_px(xy[2 * i])), y = std::lround(double(S - 1) - to_px(xy[2 * i + 1]));
+    const int64_t x = std::lround(to_px(xy[2 * i])),
+                  y = std::lround(double(S - 1) - to_px(xy[2 * i + 1]));
     for (int64_t dy = 0; dy < 2; ++dy)
       for (int64_t dx = 0; dx < 2; ++dx) put(x + dx, y + dy, 31, 119, 180);
   }

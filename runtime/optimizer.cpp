@@ -38,7 +38,11 @@ struct Typed {
 class Sgd : public Optimizer {
  public:
   Sgd(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : Optimizer(c), lr_(c["lr"]), mom_(c["momentum"]), wd_(c["weight_decay"]), nesterov_(c["nesterov"]) {
+      : Optimizer(c),
+        lr_(c["lr"]),
+        mom_(c["momentum"]),
+        wd_(c["weight_decay"]),
+        nesterov_(c["nesterov"]) {
     if (mom_ != 0)
       for (size_t i = 0; i < params.size(); ++i)
         state_.push_back({names[i] + ".momentum", Tensor(params[i].dtype(), params[i].shape())});
@@ -83,7 +87,12 @@ class Sgd : public Optimizer {
 class Adam : public Optimizer {
  public:
   Adam(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : Optimizer(c), lr_(c["lr"]), b1_(c["beta1"]), b2_(c["beta2"]), eps_(c["eps"]), wd_(c["weight_decay"]) {
+      : Optimizer(c),
+        lr_(c["lr"]),
+        b1_(c["beta1"]),
+        b2_(c["beta2"]),
+        eps_(c["eps"]),
+        wd_(c["weight_decay"]) {
     for (size_t i = 0; i < params.size(); ++i) {
       state_.push_back({names[i] + ".m", Tensor(params[i].dtype(), params[i].shape())});
       state_.push_back({names[i] + ".v", Tensor(params[i].dtype(), params[i].shape())});

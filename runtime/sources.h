@@ -1,8 +1,8 @@
 // Where a graph's inputs come from: the fields of the dataset ("data.images",
-// "data.labels", "data.onehot"; "data.points" of a 2-D mixture) and noise ({"normal": {...}}, {"uniform": {...}}). One
-// table says what each source is, how many values per example it has, which settings it
-// takes and how it fills a tensor; the loader checks inputs against it and the trainer
-// fills inputs with it.
+// "data.labels", "data.onehot"; "data.points" of a 2-D mixture) and noise ({"normal": {...}},
+// {"uniform": {...}}). One table says what each source is, how many values per example it has,
+// which settings it takes and how it fills a tensor; the loader checks inputs against it and the
+// trainer fills inputs with it.
 #pragma once
 
 #include <string>

@@ -581,8 +581,8 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     out << st;
     for (size_t i = 0; i < losses.size(); ++i) {
       // A phase outside its steps leaves its field empty.
-      const bool none = std::isnan(losses[i]) && (i < s->phases.size() ||
-                                                   i >= s->phases.size() + m.train.log.size());
+      const bool none = std::isnan(losses[i]) &&
+                        (i < s->phases.size() || i >= s->phases.size() + m.train.log.size());
       out << ',';
       if (!none) out << fmt::format("{:.6g}", losses[i]);
     }

@@ -174,8 +174,7 @@ TEST_CASE("clipping: by global norm, by value, and of the weights, exactly as co
   CHECK(weights.at(2) == doctest::Approx(-0.01));
   CHECK(n4 == 0);
   // Adam after clipping by norm: the first step moves each parameter by lr * sign(g).
-  auto [adam, n5] =
-      one_step({{"adam", {{"lr", 0.1}, {"clip_norm", 1}}}}, {1, 1}, {300, -400});
+  auto [adam, n5] = one_step({{"adam", {{"lr", 0.1}, {"clip_norm", 1}}}}, {1, 1}, {300, -400});
   CHECK(adam.at(0) == doctest::Approx(0.9).epsilon(1e-6));
   CHECK(adam.at(1) == doctest::Approx(1.1).epsilon(1e-6));
   CHECK(n5 == doctest::Approx(500));

@@ -461,11 +461,12 @@ TEST_CASE("gan_ring8: a short run spreads over more than one mode, and weft eval
   const fs::path dir = fresh_dir("ring8");
   std::string log;
   const std::string weft = WEFT_BINARY, g = graph("gan_ring8.json");
-  REQUIRE(std::system((weft + " train " + g + " --steps 600 --quiet --out " + dir.string()).c_str()) ==
-          0);
-  REQUIRE(std::system((weft + " eval " + g + " --checkpoint " + (dir / "checkpoint.safetensors").string() +
-                       " > " + (dir / "eval.txt").string())
-                          .c_str()) == 0);
+  REQUIRE(std::system(
+              (weft + " train " + g + " --steps 600 --quiet --out " + dir.string()).c_str()) == 0);
+  REQUIRE(
+      std::system((weft + " eval " + g + " --checkpoint " +
+                   (dir / "checkpoint.safetensors").string() + " > " + (dir / "eval.txt").string())
+                      .c_str()) == 0);
   const json r = json::parse(std::ifstream(dir / "eval_test.json"));
   INFO(weft::test::slurp(dir / "eval.txt"));
   CHECK(r["modes"]["modes"] == 8);

@@ -357,8 +357,8 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
     fmt::print("{:<{}}  {} of {}  (a high-quality sample nearest; from {} samples)\n",
                "modes_covered", width, c["covered"].get<int>(), c["modes"].get<int>(),
                kModeSamples);
-    fmt::print("{:<{}}  {:.4f}  (within 3 standard deviations of a mode)\n", "high_quality",
-               width, c["high_quality"].get<double>());
+    fmt::print("{:<{}}  {:.4f}  (within 3 standard deviations of a mode)\n", "high_quality", width,
+               c["high_quality"].get<double>());
   }
   for (const char* k : {"reconstructions_png", "samples_png"})
     if (report.contains(k)) fmt::print("picture: {}\n", report[k].get<std::string>());
