@@ -1,5 +1,7 @@
-// Losses and penalties. All are composite: they expand into other ops when built, so their
-// gradients (and second-order gradients) come from those ops' rules.
+// Losses, penalties and metrics. Most are composite: they expand into other ops when built, so
+// their gradients (and second-order gradients) come from those ops' rules.
+#include <algorithm>
+
 #include "ops/common.h"
 
 namespace weft::ops {
@@ -114,5 +116,87 @@ WEFT_OP(l2)
       return std::vector<Val>{s};
     })
     .test({.cases = {{{4, 3}, {3}}}, .order = 2});
+
+// log_softmax along the last axis of [N, K]: x - max - log(sum(exp(x - max))), stable for
+// large logits. Its gradient, dy - exp(y) * sum(dy), is graph ops, so it differentiates again.
+WEFT_OP(log_softmax)
+    .doc("log of the softmax over the last axis of [N, K] logits, computed stably")
+    .input("x")
+    .output("y")
+    .shape([](const ShapeContext& c) {
+      if (c.in[0].size() != 2)
+        throw ShapeError("log_softmax takes [N, K], got " + shape_str(c.in[0]));
+      return std::vector<Shape>{c.in[0]};
+    })
+    .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
+      using T = decltype(t);
+      const T* x = in_ptr<T>(a, 0);
+      T* y = out_ptr<T>(a, 0);
+      const int64_t n = info.in[0][0], k = info.in[0][1];
+      for (int64_t i = 0; i < n; ++i) {
+        const T* r = x + i * k;
+        double mx = -INFINITY, s = 0;
+        for (int64_t j = 0; j < k; ++j) mx = std::max(mx, double(r[j]));
+        for (int64_t j = 0; j < k; ++j) s += std::exp(double(r[j]) - mx);
+        const double lse = mx + std::log(s);
+        for (int64_t j = 0; j < k; ++j) y[i * k + j] = T(double(r[j]) - lse);
+      }
+    }))
+    .grad([](GradContext& g) {
+      Val dy = g.grad_output();
+      Val total = g.op("sum", {dy}, {{"axes", {1}}, {"keepdims", true}});
+      return std::vector<Val>{dy - g.op("exp", {g.output()}) * total};
+    })
+    .flops([](const KernelInfo& i) { return 4.0 * double(numel(i.in[0])); })
+    .test({.cases = {{{4, 5}}, {{3, 1}}}, .low = -4, .high = 4, .order = 2});
+
+// softmax_cross_entropy(logits, target) = mean over the batch of -sum(target * log_softmax):
+// target is one-hot (data.onehot) or any distribution over the K classes.
+WEFT_OP(softmax_cross_entropy)
+    .doc(
+        "mean over the batch of the cross-entropy of softmax(logits) [N, K] against target [N, K] "
+        "(one-hot or soft)")
+    .input("logits")
+    .input("target")
+    .output("loss")
+    .expand([](Builder& b, const std::vector<Val>& in, const json&) {
+      if (in[0].shape().size() != 2 || in[0].shape() != in[1].shape())
+        throw ShapeError("softmax_cross_entropy takes logits and target of one shape [N, K], got " +
+                         shape_str(in[0].shape()) + " and " + shape_str(in[1].shape()));
+      Val per = b.op("sum", {in[1] * b.op("log_softmax", {in[0]})}, {{"axes", {1}}});
+      return std::vector<Val>{-b.op("mean", {per})};
+    })
+    .test({.cases = {{{4, 3}, {4, 3}}}, .low = 0, .high = 1, .order = 2});
+
+// accuracy(logits, target): the fraction of rows whose largest logit is the target's largest
+// entry (its class). A metric to log, not a loss: its gradient is zero.
+WEFT_OP(accuracy)
+    .doc(
+        "fraction of rows of [N, K] logits whose arg-max is the target's arg-max (a metric; zero "
+        "gradient)")
+    .input("logits")
+    .input("target")
+    .output("y")
+    .shape([](const ShapeContext& c) {
+      if (c.in[0].size() != 2 || c.in[0] != c.in[1])
+        throw ShapeError("accuracy takes logits and target of one shape [N, K], got " +
+                         shape_str(c.in[0]) + " and " + shape_str(c.in[1]));
+      return std::vector<Shape>{Shape{}};
+    })
+    .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
+      using T = decltype(t);
+      const T* x = in_ptr<T>(a, 0);
+      const T* target = in_ptr<T>(a, 1);
+      const int64_t n = info.in[0][0], k = info.in[0][1];
+      int64_t right = 0;
+      for (int64_t i = 0; i < n; ++i)
+        right += std::max_element(x + i * k, x + (i + 1) * k) - (x + i * k) ==
+                 std::max_element(target + i * k, target + (i + 1) * k) - (target + i * k);
+      out_ptr<T>(a, 0)[0] = n ? T(double(right) / double(n)) : T(0);
+    }))
+    .grad([](GradContext&) {
+      return std::vector<Val>{Val{}, Val{}};
+    })
+    .test({.cases = {{{6, 4}, {6, 4}}}});
 
 }  // namespace weft::ops

@@ -261,17 +261,47 @@ bool Session::output_reads_data(const std::string& output) {
   auto it = model.outputs.find(output);
   if (it == model.outputs.end())
     throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
-  BoundPlan probe;  // no plan is compiled: only which inputs the output reads matters
-  probe.used = inputs_of({it->second});
-  return reads_data(probe);
+  for (auto& name : inputs_of({it->second}))  // no plan is compiled: only the inputs matter
+    for (auto& in : model.inputs)
+      if (in.name == name && in.source.rfind("data.", 0) == 0 && in.source != "data.labels" &&
+          in.source != "data.onehot")
+        return true;
+  return false;
+}
+
+bool Session::output_reads_labels(const std::string& output) {
+  auto it = model.outputs.find(output);
+  if (it == model.outputs.end())
+    throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
+  for (auto& name : inputs_of({it->second}))
+    for (auto& in : model.inputs)
+      if (in.name == name && (in.source == "data.labels" || in.source == "data.onehot"))
+        return true;
+  return false;
+}
+
+void Session::use_dataset(const std::string& split, Dataset d) {
+  data_[split] = std::make_unique<Dataset>(std::move(d));
 }
 
 std::vector<Tensor> Session::evaluate_values(const std::vector<ValueId>& values, int64_t n,
-                                             const std::string& split, int64_t first,
-                                             uint64_t draw) {
+                                             const std::string& split, int64_t first, uint64_t draw,
+                                             const std::vector<uint8_t>* classes) {
   BoundPlan& b = eval_plan(values, n);
   std::vector<int64_t> examples;
   const Dataset* d = reads_data(b) ? dataset(split) : nullptr;
+  Dataset asked;  // the classes asked for, with blank images
+  if (d && classes) {
+    WEFT_ASSERT(int64_t(classes->size()) == n, "one class per example");
+    asked.n = n;
+    asked.rows = d->rows;
+    asked.cols = d->cols;
+    asked.images.assign(size_t(n * d->rows * d->cols), 0);
+    asked.points.assign(size_t(2 * n), 0.0f);
+    asked.labels = *classes;
+    d = &asked;
+    first = 0;
+  }
   if (d) {
     if (first + n > d->n)
       throw Error(fmt::format("examples {}..{} are past the end of the {} split ({})", first,
@@ -390,7 +420,7 @@ void Session::load_checkpoint(const std::string& path, bool to_continue) {
 }
 
 bool write_samples(Session& s, int64_t n, const std::string& path, const std::string& output,
-                   bool normalize) {
+                   bool normalize, int cls) {
   auto it = s.model.outputs.find(output);
   if (it == s.model.outputs.end()) return false;
   Shape shape = s.model.graph.shape(it->second);
@@ -410,7 +440,14 @@ bool write_samples(Session& s, int64_t n, const std::string& path, const std::st
   int64_t side = int64_t(std::lround(std::sqrt(double(per.n))));
   if (per.batch || side * side != per.n || side < 4) return false;
   // A batch-shaped output gives n images; a fixed one (weights, atoms) all of its rows.
-  Tensor img = s.evaluate(output, n, "test", 0).to(DType::f32);
+  std::vector<uint8_t> classes;
+  if (s.output_reads_labels(output)) {
+    if (cls < 0) n = 100;
+    for (int64_t i = 0; i < n; ++i) classes.push_back(uint8_t(cls >= 0 ? cls : i / 10));
+  }
+  Tensor img = s.evaluate_values({s.model.outputs.at(output)}, n, "test", 0, 0,
+                                 classes.empty() ? nullptr : &classes)[0]
+                   .to(DType::f32);
   const int64_t count = img.numel() / per.n;
   double low = s.model.data.low, high = s.model.data.high;
   if (normalize) {  // each image to [-1, 1] by its largest magnitude: 0 is mid-gray

@@ -54,12 +54,20 @@ class Session {
   Tensor evaluate(const std::string& output, int64_t n, const std::string& split, int64_t first);
   // The same for any values of the graph; `draw` picks another fixed noise stream (0 is the
   // one evaluate uses), so successive batches of an evaluation see fresh noise.
+  // `classes`, when given (n entries), are the labels the data.labels and data.onehot inputs
+  // read instead of the split's (a conditional generator asked for those classes; the
+  // images are then zeros).
   std::vector<Tensor> evaluate_values(const std::vector<ValueId>& values, int64_t n,
-                                      const std::string& split, int64_t first, uint64_t draw = 0);
+                                      const std::string& split, int64_t first, uint64_t draw = 0,
+                                      const std::vector<uint8_t>* classes = nullptr);
 
-  // Whether computing `output` reads the dataset (an autoencoder's reconstructions do, a
-  // generator's samples do not).
+  // Whether computing `output` reads the dataset's examples (an autoencoder's
+  // reconstructions do, a generator's samples do not), and whether it reads their labels (a
+  // conditional generator's samples do).
   bool output_reads_data(const std::string& output);
+  bool output_reads_labels(const std::string& output);
+  // Makes `d` the split named `split` (generated images a classifier is to read).
+  void use_dataset(const std::string& split, Dataset d);
 
   void save_checkpoint(const std::string& path) const;
   // to_continue: the run goes on training, so batch and seed must match the checkpoint's.
@@ -111,7 +119,9 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
 // batch-shaped one, every row of a fixed one (a dictionary's atoms). `normalize` scales
 // each image by its own largest magnitude instead of the data's range. False if the model
 // has no such output.
+// A conditional generator's grid (one whose output reads the labels) shows class k in row k,
+// 10 samples each, or n samples of class `cls` when it is 0 or more.
 bool write_samples(Session& s, int64_t n, const std::string& path,
-                   const std::string& output = "samples", bool normalize = false);
+                   const std::string& output = "samples", bool normalize = false, int cls = -1);
 
 }  // namespace weft

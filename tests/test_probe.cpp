@@ -13,6 +13,7 @@
 #include "runtime/error.h"
 #include "runtime/files.h"
 #include "runtime/probe.h"
+#include "runtime/quality.h"
 #include "runtime/rng.h"
 #include "runtime/threading.h"
 #include "tests/test_util.h"
@@ -155,4 +156,41 @@ TEST_CASE("weft probe: raw Fashion-MNIST pixels, and features without their labe
   const std::string msg = weft::test::slurp(log);
   CHECK(msg.find("f.labels.npy") != std::string::npos);
   CHECK(msg.find("cannot open") != std::string::npos);
+}
+
+TEST_CASE("the Frechet distance and the class statistics against closed forms") {
+  // Two Gaussians with diagonal covariances: the distance is |mu_a - mu_b|^2 +
+  // sum_i (sigma_a,i - sigma_b,i)^2. Sampled with 200,000 points: within 2%.
+  const int64_t n = 200000, d = 3;
+  std::vector<float> a, b;
+  const uint64_t key = stream_key(9, 9);
+  const double ma[3] = {0, 1, -1}, sa[3] = {1, 2, 0.5}, mb[3] = {1, 1, 0}, sb[3] = {1, 1, 1.5};
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < d; ++j) {
+      a.push_back(float(ma[j] + sa[j] * normal01(key, uint64_t(2 * (i * d + j)))));
+      b.push_back(float(mb[j] + sb[j] * normal01(key, uint64_t(2 * (i * d + j) + 1))));
+    }
+  double expect = 0;
+  for (int j = 0; j < 3; ++j) expect += std::pow(ma[j] - mb[j], 2) + std::pow(sa[j] - sb[j], 2);
+  CHECK(frechet_distance(a, n, b, n, d) == doctest::Approx(expect).epsilon(0.02));
+  CHECK(std::abs(frechet_distance(a, n, a, n, d)) < 1e-6);
+
+  // Confident and spread evenly over 4 classes: the score is 4, all covered. All one class:
+  // the score is 1, one class covered. The asked class is scored per sample.
+  std::vector<float> even, one;
+  for (int i = 0; i < 40; ++i)
+    for (int k = 0; k < 4; ++k) {
+      even.push_back(k == i % 4 ? 30.0f : 0.0f);
+      one.push_back(k == 2 ? 30.0f : 0.0f);
+    }
+  std::vector<int> asked(40);
+  for (int i = 0; i < 40; ++i) asked[size_t(i)] = i % 4 == 3 ? 0 : i % 4;  // 3 of 4 right
+  ClassStats e = class_stats(even, 40, 4, asked), o = class_stats(one, 40, 4, {});
+  CHECK(e.inception_score == doctest::Approx(4).epsilon(1e-6));
+  CHECK(e.covered == 4);
+  CHECK(e.histogram == std::vector<int64_t>{10, 10, 10, 10});
+  CHECK(e.asked == doctest::Approx(0.75));
+  CHECK(o.inception_score == doctest::Approx(1).epsilon(1e-6));
+  CHECK(o.covered == 1);
+  CHECK(o.asked == -1);
 }

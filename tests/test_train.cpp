@@ -475,3 +475,60 @@ TEST_CASE("gan_ring8: a short run spreads over more than one mode, and weft eval
   CHECK(fs::exists(dir / "eval_samples.png"));
   CHECK(fs::exists(dir / "samples.png"));  // the scatter plot written while training
 }
+
+TEST_CASE(
+    "weft sample --class asks a conditional generator for one class; its grid has a row per "
+    "class") {
+  // A "generator" whose image is its class's row of a weight (plus nothing random): the
+  // samples of --class K are exactly row K, and each grid row k is class k.
+  const fs::path dir = fresh_dir("class");
+  fs::create_directories(dir);
+  const fs::path g = dir / "g.json";
+  std::ofstream(g) << R"({
+  "weft": 1, "name": "by-class",
+  "data": {"dataset": "fashion-mnist", "range": [0, 1]},
+  "inputs": {"x": {"shape": ["B", 784], "from": "data.images"},
+             "y": {"shape": ["B", 10], "from": "data.onehot"}},
+  "params": {"w": {"shape": [10, 784], "init": {"uniform": {"low": 0, "high": 1}}, "trainable": true}},
+  "nodes": [
+    {"id": "fake", "op": "matmul", "in": ["y", "w"]},
+    {"id": "loss", "op": "mse", "in": ["fake", "x"]}
+  ],
+  "train": {"batch": 16, "steps": 2, "phases": [{"minimize": "loss", "params": ["w"], "optimizer": {"sgd": {"lr": 0.1}}}]},
+  "outputs": {"samples": "fake"}
+})";
+  const std::string w = WEFT_BINARY, ckpt = (dir / "run" / "checkpoint.safetensors").string();
+  auto run = [](const std::string& cmd) {
+    const int st = std::system((cmd + " > /dev/null 2>&1").c_str());
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  };
+  REQUIRE(run(w + " train " + g.string() + " --quiet --out " + (dir / "run").string()) == 0);
+  const Tensor weight = load_safetensors(ckpt).tensors.at("param/w");
+  REQUIRE(run(w + " sample " + g.string() + " --checkpoint " + ckpt + " --class 3 --n 5 --npy " +
+              (dir / "three.npy").string()) == 0);
+  Dims shape;
+  const std::vector<double> three = load_npy((dir / "three.npy").string(), shape);
+  REQUIRE(shape == Dims{5, 784});
+  for (int64_t i = 0; i < 5; ++i)
+    for (int64_t j = 0; j < 784; j += 97)
+      CHECK(three[size_t(i * 784 + j)] == doctest::Approx(weight.at(3 * 784 + j)));
+  // The default grid: 100 samples, class k in row k (PNG: 10 rows of 10 images of 28 + 2).
+  REQUIRE(run(w + " sample " + g.string() + " --checkpoint " + ckpt + " --out " +
+              (dir / "grid.png").string()) == 0);
+  const std::string png = weft::test::slurp(dir / "grid.png");
+  REQUIRE(png.size() > 24);
+  auto be32 = [&](size_t at) {
+    return (uint32_t(uint8_t(png[at])) << 24) | (uint32_t(uint8_t(png[at + 1])) << 16) |
+           (uint32_t(uint8_t(png[at + 2])) << 8) | uint32_t(uint8_t(png[at + 3]));
+  };
+  CHECK(be32(16) == 10 * 30 + 2);  // width
+  CHECK(be32(20) == 10 * 30 + 2);  // height
+  // A class outside 0-9, and a graph with no class input, are refused.
+  CHECK(run(w + " sample " + g.string() + " --checkpoint " + ckpt + " --class 10 --out x.png") ==
+        2);
+  const std::string log = (dir / "refused.txt").string();
+  CHECK(std::system((w + " sample " + graph("mlp_gan.json") + " --checkpoint " + ckpt +
+                     " --class 1 --out x.png > " + log + " 2>&1")
+                        .c_str()) != 0);
+  CHECK(weft::test::slurp(log).find("reads no class label") != std::string::npos);
+}

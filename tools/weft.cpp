@@ -20,6 +20,7 @@
 #include "runtime/model.h"
 #include "runtime/plugin.h"
 #include "runtime/probe.h"
+#include "runtime/quality.h"
 #include "runtime/threading.h"
 #include "runtime/trainer.h"
 #include "tools/commands.h"
@@ -186,19 +187,29 @@ int cmd_ops(bool all) {
 
 // ---- sample / encode ----------------------------------------------------------------
 int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::string& png,
-               const std::string& npy, const std::string& output, bool normalize) {
+               const std::string& npy, const std::string& output, bool normalize, int cls) {
   if (png.empty() && npy.empty())
     throw Error("weft sample writes nothing without --out grid.png or --npy FILE");
   if (n <= 0) throw Error(fmt::format("--n: expected a positive number of samples, got {}", n));
   Model m = load(o);
   Session s(m, session_options(o));
-  s.load_checkpoint(ckpt, false);
   if (!m.outputs.count(output))
     throw Error(o.graph, "/outputs", fmt::format("the graph names no \"{}\" output", output));
-  if (!png.empty() && !write_samples(s, n, png, output, normalize))
+  if (cls != -1 && !s.output_reads_labels(output))
+    throw Error(o.graph, "/outputs/" + output,
+                fmt::format("--class {}: the {} output reads no class label (data.labels or "
+                            "data.onehot), so it cannot be asked for one",
+                            cls, output));
+  if (cls < -1 || cls > 9)
+    throw Error(fmt::format("--class: expected a class from 0 to 9, got {}", cls));
+  s.load_checkpoint(ckpt, false);
+  if (!png.empty() && !write_samples(s, n, png, output, normalize, cls))
     throw Error(o.graph, "/outputs/" + output,
                 fmt::format("the {} output is not image-shaped (n x h x w, h = w)", output));
-  if (!npy.empty()) save_npy(npy, s.evaluate(output, n, "test", 0));
+  std::vector<uint8_t> classes(size_t(n), uint8_t(std::max(cls, 0)));
+  if (!npy.empty())
+    save_npy(npy, s.evaluate_values({m.outputs.at(output)}, n, "test", 0, 0,
+                                    cls >= 0 ? &classes : nullptr)[0]);
   if (!png.empty()) fmt::print("{}: {}\n", output, png);
   if (!npy.empty()) fmt::print("array: {}\n", npy);
   return 0;
@@ -242,7 +253,88 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
 // "reconstructions" output, or a "samples" output computed from the data, one value per
 // pixel) are also scored against the images and drawn beside them; a generator's samples
 // are drawn as a grid. The table goes to stdout and, as JSON, beside the checkpoint.
-int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split) {
+// Generated images measured by a classifier of real ones (graphs/fmnist_classifier.json):
+// its penultimate features ("features") of 10,000 samples against those of the 10,000 test
+// images (a Frechet distance), and its classes ("logits") of the samples. A conditional
+// generator is asked for each class in turn.
+struct Classifier {
+  std::string graph, checkpoint;
+};
+
+json sample_quality(Session& gen, const Common& o, const Classifier& c) {
+  const Model& gm = gen.model;
+  if (!gm.outputs.count("samples"))
+    throw Error(o.graph, "/outputs", "--classifier measures samples: the graph has no \"samples\"");
+  const Model cm = load_model(c.graph);
+  for (const char* out : {"features", "logits"})
+    if (!cm.outputs.count(out))
+      throw Error(c.graph, "/outputs",
+                  fmt::format("a classifier for --classifier names \"{}\" among its outputs", out));
+  Session cs(cm, session_options(o));
+  cs.load_checkpoint(c.checkpoint, false);
+  const Dataset* test = cs.dataset("test");
+  const int64_t pixels = test->rows * test->cols, n = test->n, chunk = 500;
+  const bool conditional = gen.output_reads_labels("samples");
+  Dataset made;
+  made.split = "generated";
+  made.n = n;
+  made.rows = test->rows;
+  made.cols = test->cols;
+  for (int64_t first = 0; first < n; first += chunk) {
+    const int64_t k = std::min(chunk, n - first);
+    std::vector<uint8_t> classes;
+    for (int64_t i = 0; i < k; ++i) classes.push_back(uint8_t((first + i) % 10));
+    // Fresh noise for every chunk, apart from the streams eval's other passes use.
+    const Tensor t = gen.evaluate_values({gm.outputs.at("samples")}, k, "test", 0,
+                                         uint64_t(1 << 20) + uint64_t(first / chunk),
+                                         conditional ? &classes : nullptr)[0]
+                         .to(DType::f64);
+    if (t.numel() != k * pixels)
+      throw Error(o.graph, "/outputs/samples",
+                  fmt::format("--classifier reads images of {} pixels; the samples have {} values",
+                              pixels, t.numel() / k));
+    for (int64_t i = 0; i < k * pixels; ++i) {  // as a PNG would store them
+      const double v = (t.data<double>()[i] - gm.data.low) / (gm.data.high - gm.data.low);
+      made.images.push_back(uint8_t(std::lround(255 * std::clamp(v, 0.0, 1.0))));
+    }
+    for (uint8_t cl : classes) made.labels.push_back(conditional ? cl : 0);
+  }
+  const std::vector<uint8_t> asked = made.labels;
+  cs.use_dataset("generated", std::move(made));
+  const ValueId feats = cm.outputs.at("features"), logits = cm.outputs.at("logits");
+  int64_t width = 0;
+  auto run = [&](const std::string& split, int64_t count, std::vector<float>& f,
+                 std::vector<float>* l) {
+    for (int64_t first = 0; first < count; first += chunk) {
+      const int64_t k = std::min(chunk, count - first);
+      const std::vector<Tensor> t = cs.evaluate_values({feats, logits}, k, split, first);
+      const Tensor a = t[0].to(DType::f32), b = t[1].to(DType::f32);
+      width = a.numel() / k;
+      f.insert(f.end(), a.data<float>(), a.data<float>() + a.numel());
+      if (l) l->insert(l->end(), b.data<float>(), b.data<float>() + b.numel());
+    }
+  };
+  std::vector<float> fg, lg, fr, ft;
+  run("generated", n, fg, &lg);
+  run("test", n, fr, nullptr);
+  run("train", n, ft, nullptr);  // real against real: the distance's floor at this size
+  std::vector<int> asked_int;
+  if (conditional) asked_int.assign(asked.begin(), asked.end());
+  const ClassStats cl = class_stats(lg, n, int64_t(lg.size()) / n, asked_int);
+  json q = {{"classifier", c.graph},
+            {"classifier_checkpoint", c.checkpoint},
+            {"samples", n},
+            {"frechet_distance", frechet_distance(fg, n, fr, n, width)},
+            {"frechet_distance_train_vs_test", frechet_distance(ft, n, fr, n, width)},
+            {"class_histogram", cl.histogram},
+            {"classes_covered", cl.covered},
+            {"inception_score", cl.inception_score}};
+  if (conditional) q["asked_class_accuracy"] = cl.asked;
+  return q;
+}
+
+int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split,
+             const Classifier& classifier) {
   Model m = load(o);
   Session s(m, session_options(o));
   s.load_checkpoint(ckpt, false);
@@ -340,6 +432,7 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
   if (m.outputs.count("samples") && rec != "samples" &&
       write_samples(s, shown, beside("eval_samples.png")))
     report["samples_png"] = beside("eval_samples.png");
+  if (!classifier.checkpoint.empty()) report["quality"] = sample_quality(s, o, classifier);
   const std::string out = beside(fmt::format("eval_{}.json", split));
   write_atomic(out, report.dump(2) + "\n");
 
@@ -359,6 +452,24 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split)
                kModeSamples);
     fmt::print("{:<{}}  {:.4f}  (within 3 standard deviations of a mode)\n", "high_quality", width,
                c["high_quality"].get<double>());
+  }
+  if (report.contains("quality")) {
+    const json& q = report["quality"];
+    fmt::print("samples measured by {} ({} samples, {} test images):\n",
+               q["classifier"].get<std::string>(), q["samples"].get<int64_t>(),
+               q["samples"].get<int64_t>());
+    fmt::print(
+        "  frechet_distance     {:.3f}  (real training images against the test images: {:.3f})\n",
+        q["frechet_distance"].get<double>(), q["frechet_distance_train_vs_test"].get<double>());
+    fmt::print("  classes_covered      {} of 10  (a class holds at least 5% of the samples)\n",
+               q["classes_covered"].get<int>());
+    fmt::print("  class_histogram      {}\n", q["class_histogram"].dump());
+    fmt::print("  inception_score      {:.3f}  (10 is the most for 10 classes)\n",
+               q["inception_score"].get<double>());
+    if (q.contains("asked_class_accuracy"))
+      fmt::print(
+          "  asked_class_accuracy {:.4f}  (samples classified as the class they were asked for)\n",
+          q["asked_class_accuracy"].get<double>());
   }
   for (const char* k : {"reconstructions_png", "samples_png"})
     if (report.contains(k)) fmt::print("picture: {}\n", report[k].get<std::string>());
@@ -541,7 +652,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   sample->add_flag("--normalize", normalize,
                    "scale each image by its own largest magnitude (0 is mid-gray), for weights");
-  table["sample"] = [&] { return cmd_sample(o, ckpt, n, out, npy, sample_output, normalize); };
+  int cls = -1;
+  sample->add_option(
+      "--class", cls,
+      "a conditional generator's class, 0-9 (default: a grid with class k in row k)");
+  table["sample"] = [&] { return cmd_sample(o, ckpt, n, out, npy, sample_output, normalize, cls); };
 
   auto* encode = app.add_subcommand("encode", "write an output's features for a whole split");
   add_common(encode, o);
@@ -556,7 +671,13 @@ int main(int argc, char** argv) {
   add_common(eval, o);
   eval->add_option("--checkpoint", ckpt, "a checkpoint of this graph")->required();
   eval->add_option("--split", split, "train or test")->capture_default_str();
-  table["eval"] = [&] { return cmd_eval(o, ckpt, split); };
+  Classifier classifier{"graphs/fmnist_classifier.json", ""};
+  eval->add_option("--classifier", classifier.checkpoint,
+                   "a trained classifier's checkpoint: measure the samples by it (Frechet "
+                   "distance, classes, inception-style score)");
+  eval->add_option("--classifier-graph", classifier.graph, "the classifier's graph")
+      ->capture_default_str();
+  table["eval"] = [&] { return cmd_eval(o, ckpt, split, classifier); };
 
   auto* probe = app.add_subcommand(
       "probe", "linear probe accuracy and k-means NMI of features from weft encode");
