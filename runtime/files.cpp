@@ -195,13 +195,18 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
 
 }  // namespace
 
-SafetensorsFile load_safetensors(const std::string& path) {
+// A whole file's bytes; `what` names it in the error ("the checkpoint").
+static std::string read_whole(const std::string& path, const std::string& what) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path, "", "cannot open the checkpoint");
+  if (!f) throw Error(path, "", "cannot open " + what);
   std::stringstream ss;
   ss << f.rdbuf();
-  if (f.bad()) throw Error(path, "", "cannot read the checkpoint");
-  const std::string bytes = ss.str();
+  if (f.bad()) throw Error(path, "", "cannot read " + what);
+  return ss.str();
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  const std::string bytes = read_whole(path, "the checkpoint");
   if (bytes.size() < 8)
     throw Error(path, "byte 0",
                 fmt::format("not a safetensors file: {} bytes, shorter than the 8-byte header "
@@ -301,12 +306,7 @@ void save_npy_u8(const std::string& path, const std::vector<uint8_t>& data, cons
 }
 
 std::vector<double> load_npy(const std::string& path, Dims& shape) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path, "", "cannot open the array");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw Error(path, "", "cannot read the array");
-  const std::string bytes = ss.str();
+  const std::string bytes = read_whole(path, "the array");
   if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0)
     throw Error(path, "byte 0", "not a .npy file: it does not start with \\x93NUMPY");
   const int major = uint8_t(bytes[6]);

@@ -32,6 +32,14 @@ static fs::path fresh_dir(const std::string& name) {
   return p;
 }
 
+// A graph written for one test: DIR/g.json in a fresh DIR.
+static fs::path write_graph(const std::string& name, const std::string& text) {
+  const fs::path dir = fresh_dir(name);
+  fs::create_directories(dir);
+  std::ofstream(dir / "g.json") << text;
+  return dir / "g.json";
+}
+
 static std::vector<std::vector<double>> read_metrics(const fs::path& file) {
   std::ifstream f(file);
   std::string line;
@@ -284,10 +292,7 @@ TEST_CASE("the Jacobian penalty: the grad-node estimate agrees with the closed f
   apply_threads({0, false});
   // One sigmoid layer: ||dh/dx||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ji^2 exactly, and
   // E_v ||J^T v||^2 over v ~ N(0, I), with J^T v the gradient of sum(h * v) in x.
-  const fs::path dir = fresh_dir("jacobian");
-  fs::create_directories(dir);
-  const fs::path g = dir / "g.json";
-  std::ofstream(g) << R"({
+  const fs::path g = write_graph("jacobian", R"({
   "weft": 1, "name": "jacobian",
   "data": {"dataset": "fashion-mnist", "range": [0, 1]},
   "inputs": {"x": {"shape": ["B", 784], "from": "data.images"},
@@ -303,7 +308,7 @@ TEST_CASE("the Jacobian penalty: the grad-node estimate agrees with the closed f
   ],
   "train": {"batch": 128, "seed": 5, "log": ["closed", "estimate"],
             "phases": [{"minimize": "estimate", "params": ["E"], "optimizer": {"adam": {"lr": 1e-3}}}]}
-})";
+})");
   Model m = load_model(g.string());
   Session s(m, SessionOptions{});
   const std::vector<ValueId> values = {m.train.log[0].second, m.train.log[1].second};
@@ -481,10 +486,7 @@ TEST_CASE(
     "class") {
   // A "generator" whose image is its class's row of a weight (plus nothing random): the
   // samples of --class K are exactly row K, and each grid row k is class k.
-  const fs::path dir = fresh_dir("class");
-  fs::create_directories(dir);
-  const fs::path g = dir / "g.json";
-  std::ofstream(g) << R"({
+  const fs::path g = write_graph("class", R"({
   "weft": 1, "name": "by-class",
   "data": {"dataset": "fashion-mnist", "range": [0, 1]},
   "inputs": {"x": {"shape": ["B", 784], "from": "data.images"},
@@ -496,7 +498,8 @@ TEST_CASE(
   ],
   "train": {"batch": 16, "steps": 2, "phases": [{"minimize": "loss", "params": ["w"], "optimizer": {"sgd": {"lr": 0.1}}}]},
   "outputs": {"samples": "fake"}
-})";
+})");
+  const fs::path dir = g.parent_path();
   const std::string w = WEFT_BINARY, ckpt = (dir / "run" / "checkpoint.safetensors").string();
   auto run = [](const std::string& cmd) {
     const int st = std::system((cmd + " > /dev/null 2>&1").c_str());
