@@ -337,6 +337,8 @@ WEFT_OP(conv2d)
     .optional_input("bias")
     .output("y")
     .with(conv_attrs)
+    .attr("spectral_norm", AttrType::Bool, false,
+          "as a layer: divide the weight by its largest singular value (spectral_norm op)")
     .shape(conv2d_rule)
     .params(conv_params(false))
     .kernel(0, DType::f32, "onednn", onednn_conv(Role::conv), 1)

@@ -143,6 +143,8 @@ WEFT_OP(linear)
     .attr("bias", AttrType::Bool, true, "whether the layer has a bias")
     .attr("weight_init", AttrType::Initializer, "default", "initializer of the weight")
     .attr("bias_init", AttrType::Initializer, "default", "initializer of the bias")
+    .attr("spectral_norm", AttrType::Bool, false,
+          "as a layer: divide the weight by its largest singular value (spectral_norm op)")
     .shape(linear_rule)
     .params([](const std::vector<Shape>& in, const json& attrs) {
       if (attrs.at("units").is_null())

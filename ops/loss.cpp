@@ -47,6 +47,41 @@ WEFT_OP(bce_with_logits)
            .order = 2,
            .extra = {{{{4, 3}, {4, 3}}, json::object()}}});
 
+// The hinge loss of a discriminator (geometric GAN, spectral-normalization GAN):
+// mean(relu(1 - t x)), t = 1 on real and -1 on fake; the generator's hinge loss is
+// -mean(D(fake)), a neg and a mean.
+WEFT_OP(hinge)
+    .doc(
+        "mean(relu(1 - t * x)) of logits x, t = 1 (real) or -1 (fake): a discriminator's hinge "
+        "loss")
+    .input("x")
+    .output("loss")
+    .attr("target", AttrType::Float, 1.0, "1 for real, -1 for fake")
+    .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
+      const double t = attrs.at("target");
+      if (t != 1 && t != -1) throw AttrError("target", "expected 1 (real) or -1 (fake)");
+      return std::vector<Val>{b.op("mean", {b.op("relu", {1.0 - in[0] * t})})};
+    })
+    .test({.cases = {{{4, 1}}},
+           .low = -0.9,
+           .high = 0.9,
+           .order = 2,
+           .extra = {{{{5, 1}}, {{"target", -1.0}}}}});
+
+// Least squares GAN (Mao et al., 2017): 0.5 mean((x - t)^2), t = 1 for real (and for the
+// generator's fakes), 0 for fake; its gradient does not vanish for samples far on the
+// right side of the decision boundary, as the sigmoid cross-entropy's does.
+WEFT_OP(least_squares)
+    .doc("0.5 * mean((x - t)^2) of outputs x against the constant target t (LSGAN)")
+    .input("x")
+    .output("loss")
+    .attr("target", AttrType::Float, 1.0, "the target value (LSGAN: 1 real, 0 fake)")
+    .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
+      const double t = attrs.at("target");
+      return std::vector<Val>{0.5 * b.op("mean", {b.op("square", {in[0] + (-t)})})};
+    })
+    .test({.cases = {{{4, 1}}}, .order = 2, .extra = {{{{5, 1}}, {{"target", 0.0}}}}});
+
 WEFT_OP(mse)
     .doc("squared error (a - b)^2, reduced by `reduction`")
     .input("a")

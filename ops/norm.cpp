@@ -329,4 +329,88 @@ WEFT_OP(layer_norm)
            .order = 2,
            .extra = {{{{2, 3, 4}, {3, 4}, {3, 4}}, {{"axes", 2}}}}});
 
+// Spectral normalization (Miyato et al., 2018): a weight divided by its largest singular
+// value sigma, the weight seen as a matrix [out, everything else]. sigma comes from power
+// iteration on a vector u that is state (saved in checkpoints, never trained), one
+// iteration per training forward as in PyTorch: v = M^T u / |M^T u|, u <- M v / |M v|. The
+// iteration's result enters the graph as the constant outer product u v^T, so sigma =
+// sum(u v^T * w) and its gradient u v^T are graph ops (exact once u has converged; PyTorch's
+// approximation before). In inference u is not updated.
+WEFT_OP(spectral_norm_uv)
+    .doc(
+        "the outer product u v^T of power iteration's singular vectors of weight [out, ...] seen "
+        "as a matrix, shaped like the weight (constant: no gradient); updates u in training")
+    .input("weight")
+    .input("u")
+    .output("uv")
+    .attr("iterations", AttrType::PosInt, 1, "power iterations per training forward")
+    .shape([](const ShapeContext& c) {
+      if (c.in[0].size() < 2 || c.in[1].size() != 1 || c.in[1][0] != c.in[0][0])
+        throw ShapeError("spectral_norm takes a weight [out, ...] and u [out], got " +
+                         shape_str(c.in[0]) + " and " + shape_str(c.in[1]));
+      for (const Dim& d : c.in[0])
+        if (d.batch) throw ShapeError("a weight's shape cannot depend on the batch");
+      return std::vector<Shape>{c.in[0]};
+    })
+    .mutates({1})
+    .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
+      using T = decltype(t);
+      const T* w = in_ptr<T>(a, 0);
+      T* u = a.in[1]->data<T>();  // state, updated in place while training
+      T* uv = out_ptr<T>(a, 0);
+      const int64_t rows = info.in[0][0], cols = numel(info.in[0]) / rows;
+      std::vector<double> uu(u, u + rows), v(static_cast<size_t>(cols));
+      auto normalize = [](std::vector<double>& x) {
+        double n = 0;
+        for (double e : x) n += e * e;
+        n = std::sqrt(n) + 1e-12;
+        for (double& e : x) e /= n;
+      };
+      normalize(uu);
+      const int64_t iterations = a.ctx->training ? info.attrs.at("iterations").get<int64_t>() : 0;
+      auto right = [&] {  // v = normalize(M^T u)
+        std::fill(v.begin(), v.end(), 0.0);
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j)
+            v[size_t(j)] += double(w[i * cols + j]) * uu[size_t(i)];
+        normalize(v);
+      };
+      right();
+      for (int64_t k = 0; k < iterations; ++k) {
+        for (int64_t i = 0; i < rows; ++i) {  // u = normalize(M v)
+          double s = 0;
+          for (int64_t j = 0; j < cols; ++j) s += double(w[i * cols + j]) * v[size_t(j)];
+          uu[size_t(i)] = s;
+        }
+        normalize(uu);
+        if (k + 1 < iterations) right();
+      }
+      if (iterations > 0)
+        for (int64_t i = 0; i < rows; ++i) u[i] = T(uu[size_t(i)]);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j) uv[i * cols + j] = T(uu[size_t(i)] * v[size_t(j)]);
+    }))
+    .grad([](GradContext&) {
+      return std::vector<Val>{Val{}, Val{}};
+    })
+    .flops([](const KernelInfo& i) { return 6.0 * double(numel(i.in[0])); })
+    .test({.cases = {{{4, 6}, {4}}}, .attrs = {{"iterations", 50}}, .no_grad_inputs = {0, 1}});
+
+WEFT_OP(spectral_norm)
+    .doc(
+        "weight / sigma, sigma its largest singular value by power iteration on the state u [out] "
+        "(as a layer attribute of linear and conv2d: \"spectral_norm\": true)")
+    .input("weight")
+    .input("u")
+    .output("y")
+    .attr("iterations", AttrType::PosInt, 1, "power iterations per training forward")
+    .expand([](Builder& b, const std::vector<Val>& in, const json& attrs) {
+      Val uv = b.op("spectral_norm_uv", in, {{"iterations", attrs.at("iterations")}});
+      Val sigma = b.op("sum", {b.op("mul", {uv, in[0]})});
+      return std::vector<Val>{in[0] / sigma};
+    })
+    .test({.cases = {{{4, 6}, {4}}, {{3, 2, 2, 2}, {3}}},
+           .attrs = {{"iterations", 200}},
+           .no_grad_inputs = {1}});
+
 }  // namespace weft::ops

@@ -69,6 +69,22 @@ void add_layer_params(Load& l, const OpDef& def, const json& full, Scope* scope,
     }
     in.push_back(v);
   }
+  // "spectral_norm": true: the op sees weight / sigma(weight); the power-iteration vector u is
+  // state of the layer, like batch norm's running statistics.
+  if (full.value("spectral_norm", false)) {
+    const std::string name = prefix + ".u";
+    Val u;
+    if (scope && scope->net && scope->net->params.count(name)) {
+      u = l.b.val(scope->net->params[name]);
+    } else {
+      const Shape out{in.at(1).shape().at(0)};
+      u = make_param(l, name, scope && scope->net ? scope->net->name : "", out,
+                     json{{"normal", {{"mean", 0}, {"std", 1}}}}, 1, 1, where);
+      l.m.params.back().trainable = false;
+      if (scope && scope->net) scope->net->params[name] = u.id;
+    }
+    in[1] = l.b.op("spectral_norm", {in[1], u});
+  }
 }
 
 }  // namespace

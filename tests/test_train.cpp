@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <zlib.h>
 
+#include <Eigen/Dense>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -534,4 +535,49 @@ TEST_CASE(
                      " --class 1 --out x.png > " + log + " 2>&1")
                         .c_str()) != 0);
   CHECK(weft::test::slurp(log).find("reads no class label") != std::string::npos);
+}
+
+TEST_CASE("spectral_norm: a layer's weight divided by its largest singular value") {
+  // A linear layer with "spectral_norm": true trained with lr 1e-12: only the power iteration
+  // moves (one step per forward). After 60 steps u is the top left singular vector, and the
+  // layer's sigma matches the largest singular value of its weight.
+  const fs::path g = write_graph("spectral", R"({
+  "weft": 1, "name": "sn",
+  "data": {"dataset": "fashion-mnist", "range": [0, 1]},
+  "inputs": {"x": {"shape": ["B", 784], "from": "data.images"}},
+  "nets": {"D": {"in": ["x"], "layers": [{"op": "linear", "units": 12, "spectral_norm": true, "id": "fc"}]}},
+  "nodes": [{"id": "out", "call": "D", "in": ["x"]},
+            {"id": "loss", "op": "mean", "in": [{"op": "square", "in": ["out"]}]}],
+  "train": {"batch": 8, "steps": 60, "phases": [{"minimize": "loss", "params": ["D"], "optimizer": {"sgd": {"lr": 1e-12}}}]}
+})");
+  Model m = load_model(g.string());
+  TrainOptions to;
+  to.out_dir = (g.parent_path() / "run").string();
+  to.quiet = true;
+  auto s = run_training(m, SessionOptions{}, to);
+  const Tensor w = s->params.at("D.fc.weight").to(DType::f64),
+               u = s->params.at("D.fc.u").to(DType::f64);
+  Eigen::MatrixXd mat(12, 784);
+  for (int i = 0; i < 12; ++i)
+    for (int j = 0; j < 784; ++j) mat(i, j) = w.data<double>()[i * 784 + j];
+  const double top = Eigen::JacobiSVD<Eigen::MatrixXd>(mat).singularValues()(0);
+  // sigma in inference: |M^T u| with the stored u.
+  Eigen::VectorXd uu(12);
+  for (int i = 0; i < 12; ++i) uu(i) = u.data<double>()[i];
+  CHECK(uu.norm() == doctest::Approx(1).epsilon(1e-5));
+  CHECK((mat.transpose() * uu).norm() == doctest::Approx(top).epsilon(1e-4));
+  // The layer computes (W / sigma) x + b: its largest singular value is 1, not the weight's.
+  CHECK(std::abs(top - 1) > 0.1);
+  const std::vector<Tensor> t = s->evaluate_values(
+      {ValueId{m.graph.find("x"), 0}, ValueId{m.graph.find("out.fc"), 0}}, 8, "test", 0);
+  const Tensor x = t[0].to(DType::f64), y = t[1].to(DType::f64),
+               b = s->params.at("D.fc.bias").to(DType::f64);
+  Eigen::MatrixXd xs(784, 8);
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 784; ++j) xs(j, i) = x.data<double>()[i * 784 + j];
+  const Eigen::MatrixXd expect = mat * xs / top;
+  for (int i = 0; i < 8; ++i)
+    for (int k = 0; k < 12; ++k)
+      CHECK(y.data<double>()[i * 12 + k] - b.data<double>()[k] ==
+            doctest::Approx(expect(k, i)).epsilon(1e-3));
 }
