@@ -578,7 +578,9 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   int64_t since = 0, last_ckpt = to.resume ? s->step : -1;
   double rate = 0;
   std::vector<double> first_loss(s->phases.size(), std::nan(""));
-  std::vector<bool> warned(s->phases.size(), false);
+  std::vector<bool> warned(s->phases.size(), false), warned_norm(s->phases.size(), false);
+  std::vector<double> first_norm(s->phases.size(), std::nan(""));
+  const size_t norms_at = s->phases.size() + m.train.log.size();
   StopSignals stop;
   while (s->step < steps && !stop.received()) {
     std::vector<double> losses = s->train_step();
@@ -605,6 +607,18 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
                    "first value ({:.3g}): the run is probably diverging (learning rate too "
                    "high?)\n",
                    tty ? "\n" : "", names[i], losses[i], st, kDivergence, first_loss[i]);
+      }
+      // The gradient norm running away (or vanishing into NaN) warns too, once per phase.
+      const double norm = losses[norms_at + i];
+      if (std::isnan(first_norm[i]) && std::isfinite(norm) && norm > 0) first_norm[i] = norm;
+      if (!warned_norm[i] && std::isfinite(first_norm[i]) &&
+          !(norm <= kDivergence * first_norm[i])) {
+        warned_norm[i] = true;
+        fmt::print(stderr,
+                   "{}weft: warning: the gradient norm of '{}' is {:.3g} at step {}, more than "
+                   "{:g} times its first value ({:.3g}): the run is probably diverging (learning "
+                   "rate too high? clip_norm bounds it)\n",
+                   tty ? "\n" : "", names[i], norm, st, kDivergence, first_norm[i]);
       }
     }
     ++since;

@@ -276,6 +276,7 @@ TEST_CASE("values that are not finite: a true message, and --check-numerics name
                log);
   INFO(log);
   CHECK(log.find("the run is probably diverging") != std::string::npos);
+  CHECK(log.find("the gradient norm of 'd_loss' is") != std::string::npos);
   if (rc != 0) CHECK(log.find("is nan at step") != std::string::npos);
 }
 
