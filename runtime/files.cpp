@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -337,8 +338,13 @@ std::vector<double> load_npy(const std::string& path, Dims& shape) {
   uint64_t count = 1;
   std::stringstream list(m.str(1));
   for (std::string item; std::getline(list, item, ',');) {
-    if (item.find_first_not_of(" \t") == std::string::npos) continue;
-    shape.push_back(std::stoll(item));
+    const size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b == std::string::npos) continue;  // the empty item after a trailing comma
+    int64_t v = -1;
+    const auto [end, ec] = std::from_chars(item.data() + b, item.data() + e + 1, v);
+    if (ec != std::errc() || end != item.data() + e + 1)
+      throw Error(path, "header", "expected a shape of non-negative integers, got " + header);
+    shape.push_back(v);
     if (shape.back() > 0 && count > (uint64_t(1) << 40) / uint64_t(shape.back()))
       throw Error(path, "header", "the shape is too large");
     count *= uint64_t(shape.back());

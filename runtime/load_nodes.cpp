@@ -134,6 +134,10 @@ Val build_node(Load& l, const json& node, Scope* scope, const std::string& where
   try {
     l.b.where = where;
     json full = def->complete_attrs(attrs);
+    if (full.value("spectral_norm", false) && !(def->param_rule && in.size() == 1))
+      throw AttrError("spectral_norm",
+                      "spectral_norm normalizes a layer's own weight; with the weight given as "
+                      "an input, use the spectral_norm op on it");
     if (def->param_rule && in.size() == 1) {
       std::string prefix = in_net ? scope->net->name + "." + local : (id.empty() ? op : id);
       add_layer_params(l, *def, full, scope, prefix, where, in);

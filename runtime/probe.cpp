@@ -258,6 +258,8 @@ KMeansResult kmeans(const Features& f, int k, int restarts, uint64_t seed, int m
       best.iterations = it + 1;
     }
   }
+  if (best.assignment.empty())
+    throw Error("k-means found no clustering: the features are not finite");
   return best;
 }
 

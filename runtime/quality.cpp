@@ -1,5 +1,7 @@
 #include "runtime/quality.h"
 
+#include <fmt/format.h>
+
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
@@ -13,6 +15,12 @@ namespace {
 void moments(const std::vector<float>& x, int64_t n, int64_t d, Eigen::VectorXd& mean,
              Eigen::MatrixXd& cov) {
   WEFT_ASSERT(int64_t(x.size()) == n * d && n > 1, "features: sizes");
+  for (size_t i = 0; i < x.size(); ++i)
+    if (!std::isfinite(x[i]))
+      throw Error(
+          fmt::format("feature {} of example {} is {}: the classifier's features are not "
+                      "finite (is its checkpoint sound?)",
+                      int64_t(i) % d, int64_t(i) / d, x[i]));
   const Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> m(
       x.data(), n, d);
   const Eigen::MatrixXd md = m.cast<double>();

@@ -557,6 +557,12 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     std::ifstream old(metrics);
     std::string line;
     std::getline(old, line);
+    if (old && line != header)  // rows of other columns would make a ragged table
+      throw Error(metrics, "line 1",
+                  fmt::format("the run's metrics have the columns \"{}\", this graph and weft "
+                              "write \"{}\": continue it with the weft that started it, or "
+                              "start a new run (--overwrite)",
+                              line, header));
     while (std::getline(old, line)) {
       if (line.empty()) continue;
       const std::string first = line.substr(0, line.find(','));
@@ -632,8 +638,10 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     out << st;
     for (size_t i = 0; i < losses.size(); ++i) {
       // A phase outside its steps leaves its field empty.
-      const bool none = std::isnan(losses[i]) &&
-                        (i < s->phases.size() || i >= s->phases.size() + m.train.log.size());
+      const size_t phases = s->phases.size(), first_norm_col = phases + m.train.log.size();
+      const bool none =
+          (i < phases && !s->phases[i].spec.active_at(st - 1)) ||
+          (i >= first_norm_col && !s->phases[i - first_norm_col].spec.active_at(st - 1));
       out << ',';
       if (!none) out << fmt::format("{:.6g}", losses[i]);
     }

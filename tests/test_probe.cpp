@@ -156,6 +156,14 @@ TEST_CASE("weft probe: raw Fashion-MNIST pixels, and features without their labe
   const std::string msg = weft::test::slurp(log);
   CHECK(msg.find("f.labels.npy") != std::string::npos);
   CHECK(msg.find("cannot open") != std::string::npos);
+
+  // Features that are not finite (a diverged model's) are refused by file and row.
+  Tensor bad(DType::f32, {10, 3});
+  bad.data<float>()[7] = std::nanf("");
+  save_npy(temp("n.npy").string(), bad);
+  save_npy_u8(temp("n.labels.npy").string(), std::vector<uint8_t>(10, 1), {10});
+  CHECK(run_weft("probe " + temp("n.npy").string() + " " + temp("n.npy").string(), log) == 2);
+  CHECK(weft::test::slurp(log).find("n.npy: row 2: feature 1 is nan") != std::string::npos);
 }
 
 TEST_CASE("the Frechet distance and the class statistics against closed forms") {

@@ -326,3 +326,19 @@ TEST_CASE("weft eval: a checkpoint's losses over the whole test split, as comput
   // A graph's own mistakes are named: a checkpoint of another graph is refused.
   CHECK(run(kWeft + " eval " + graph("sparse_ae.json") + " --checkpoint " + ckpt, log) == 2);
 }
+
+TEST_CASE("a run whose metrics have other columns is not resumed into a ragged table") {
+  fs::path dir = fresh_dir("columns");
+  fs::path g = plain_graph(dir / "graph");
+  const std::string out = (dir / "out").string();
+  std::string log;
+  REQUIRE(run(kWeft + " train " + g.string() + " --quiet --steps 2 --out " + out, log) == 0);
+  // As a weft that wrote no gradient norms would have left it.
+  std::string csv = slurp(dir / "out" / "metrics.csv");
+  const std::string header = csv.substr(0, csv.find('\n'));
+  csv.replace(0, header.size(), "step,loss,code_mean,samples_per_s");
+  std::ofstream(dir / "out" / "metrics.csv") << csv;
+  CHECK(run(kWeft + " train " + g.string() + " --quiet --steps 4 --resume --out " + out, log) == 2);
+  CHECK(log.find("metrics.csv: line 1: the run's metrics have the columns") != std::string::npos);
+  CHECK(slurp(dir / "out" / "metrics.csv") == csv);  // left as it was
+}

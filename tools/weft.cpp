@@ -200,6 +200,10 @@ int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::s
                 fmt::format("--class {}: the {} output reads no class label (data.labels or "
                             "data.onehot), so it cannot be asked for one",
                             cls, output));
+  if (cls != -1 && is_mixture(m.data.dataset))
+    throw Error(o.graph, "/data/dataset",
+                "--class asks an image generator for a Fashion-MNIST class; this graph draws "
+                "2-D points");
   if (cls < -1 || cls > 9)
     throw Error(fmt::format("--class: expected a class from 0 to 9, got {}", cls));
   s.load_checkpoint(ckpt, false);
@@ -285,7 +289,7 @@ json sample_quality(Session& gen, const Common& o, const Classifier& c) {
     std::vector<uint8_t> classes;
     for (int64_t i = 0; i < k; ++i) classes.push_back(uint8_t((first + i) % 10));
     // Fresh noise for every chunk, apart from the streams eval's other passes use.
-    const Tensor t = gen.evaluate_values({gm.outputs.at("samples")}, k, "test", 0,
+    const Tensor t = gen.evaluate_values({gm.outputs.at("samples")}, k, "test", first,
                                          uint64_t(1 << 20) + uint64_t(first / chunk),
                                          conditional ? &classes : nullptr)[0]
                          .to(DType::f64);
@@ -294,6 +298,10 @@ json sample_quality(Session& gen, const Common& o, const Classifier& c) {
                   fmt::format("--classifier reads images of {} pixels; the samples have {} values",
                               pixels, t.numel() / k));
     for (int64_t i = 0; i < k * pixels; ++i) {  // as a PNG would store them
+      if (!std::isfinite(t.data<double>()[i]))
+        throw Error(o.graph, "/outputs/samples",
+                    fmt::format("sample {} holds {}: the generator's output is not finite",
+                                first + i / pixels, t.data<double>()[i]));
       const double v = (t.data<double>()[i] - gm.data.low) / (gm.data.high - gm.data.low);
       made.images.push_back(uint8_t(std::lround(255 * std::clamp(v, 0.0, 1.0))));
     }
@@ -497,6 +505,12 @@ Features read_features(const std::string& path) {
   Features f;
   f.n = shape[0];
   f.d = int64_t(x.size()) / f.n;
+  if (f.d == 0) throw Error(path, "", "expected at least one feature per example, got none");
+  for (size_t i = 0; i < x.size(); ++i)
+    if (!std::isfinite(x[i]))
+      throw Error(
+          path, fmt::format("row {}", int64_t(i) / f.d),
+          fmt::format("feature {} is {}: a probe needs finite features", int64_t(i) % f.d, x[i]));
   f.x.assign(x.begin(), x.end());
   for (double v : l) {
     if (v != std::floor(v) || v < 0 || v > 9)
@@ -526,6 +540,8 @@ int cmd_probe(const Common& o, const std::vector<std::string>& files, bool pixel
   if (!pixels && files.size() != 2)
     throw Error(fmt::format("weft probe takes two feature files, TRAIN.npy TEST.npy; got {}",
                             files.size()));
+  if (po.epochs <= 0)
+    throw Error(fmt::format("--epochs: expected a positive number, got {}", po.epochs));
   apply_threads({o.threads, false});
   Features train = pixels ? pixel_features(o.data, "train") : read_features(files[0]);
   Features test = pixels ? pixel_features(o.data, "test") : read_features(files[1]);
