@@ -342,7 +342,7 @@ std::vector<double> load_npy(const std::string& path, Dims& shape) {
     if (b == std::string::npos) continue;  // the empty item after a trailing comma
     int64_t v = -1;
     const auto [end, ec] = std::from_chars(item.data() + b, item.data() + e + 1, v);
-    if (ec != std::errc() || end != item.data() + e + 1)
+    if (ec != std::errc() || end != item.data() + e + 1 || v < 0)
       throw Error(path, "header", "expected a shape of non-negative integers, got " + header);
     shape.push_back(v);
     if (shape.back() > 0 && count > (uint64_t(1) << 40) / uint64_t(shape.back()))

@@ -211,6 +211,33 @@ TEST_CASE("mutated gzip-compressed IDX files load or are refused with an Error")
   CHECK(refused > 500);  // almost any change to a compressed file breaks its CRC
 }
 
+TEST_CASE("mutated .npy files load or are refused with an Error, as do extreme shapes") {
+  fs::path dir = fs::temp_directory_path() / "weft_fuzz";
+  fs::create_directories(dir);
+  const std::string path = (dir / "f.npy").string();
+  Tensor t(DType::f32, {4, 3});
+  save_npy(path, t);
+  const std::string original = slurp(path);
+  Dims shape;
+  int refused = survive(path, original, 5, 1000, [&] { load_npy(path, shape); });
+  CHECK(refused > 100);
+  // Shapes whose element count cannot be allocated, or cannot be a number at all.
+  for (const char* dims : {"(4611686018427387904, 3)", "(99999999999999999999,)", "(-1, 3)",
+                           "(3 4)", "(1099511627776, 1099511627776)", "(4, x)"}) {
+    // The header keeps its length: the padding before its newline shrinks to make room.
+    std::string text = original;
+    const size_t at = text.find("(4,3)"), end = text.find('\n');
+    REQUIRE(at != std::string::npos);
+    const size_t grow = std::string(dims).size() - 5;
+    REQUIRE(text.substr(end - grow, grow) == std::string(grow, ' '));
+    text.erase(end - grow, grow);
+    text.replace(at, 5, dims);
+    spit(path, text);
+    INFO(dims);
+    CHECK_THROWS_AS(load_npy(path, shape), Error);
+  }
+}
+
 TEST_CASE("safetensors headers with extreme sizes, offsets and lengths are refused") {
   fs::path dir = fs::temp_directory_path() / "weft_fuzz";
   fs::create_directories(dir);
