@@ -51,39 +51,33 @@ Val resolve(Load& l, const json& ref, Scope* scope, const std::string& where, Va
 }
 
 // A layer op (linear, conv2d) owns parameters: made on a net's first call, reused after.
+// A parameter (or state) of a layer: made on a net's first call, reused after.
+Val layer_param(Load& l, Scope* scope, const std::string& name, const ParamSpec& p,
+                const std::string& where) {
+  if (scope && scope->net && scope->net->params.count(name))
+    return l.b.val(scope->net->params[name]);
+  if (l.globals.count(name)) l.fail(where, "parameter '" + name + "' is defined twice");
+  Val v = make_param(l, name, scope && scope->net ? scope->net->name : "", p.shape, p.init,
+                     p.fan_in, p.fan_out, where);
+  l.m.params.back().trainable = p.trainable;
+  if (scope && scope->net) scope->net->params[name] = v.id;
+  return v;
+}
+
+// A layer op (linear, conv2d) owns parameters: made on a net's first call, reused after.
 void add_layer_params(Load& l, const OpDef& def, const json& full, Scope* scope,
                       const std::string& prefix, const std::string& where, std::vector<Val>& in) {
   std::vector<Shape> shapes{in[0].shape()};
   for (const ParamSpec& p : def.param_rule(shapes, full)) {
-    std::string name = prefix + "." + p.name;
     check_init(l, p.init, ptr(where, p.name + "_init"));
-    Val v;
-    if (scope && scope->net && scope->net->params.count(name)) {
-      v = l.b.val(scope->net->params[name]);
-    } else {
-      if (l.globals.count(name)) l.fail(where, "parameter '" + name + "' is defined twice");
-      v = make_param(l, name, scope && scope->net ? scope->net->name : "", p.shape, p.init,
-                     p.fan_in, p.fan_out, where);
-      l.m.params.back().trainable = p.trainable;
-      if (scope && scope->net) scope->net->params[name] = v.id;
-    }
-    in.push_back(v);
+    in.push_back(layer_param(l, scope, prefix + "." + p.name, p, where));
   }
   // "spectral_norm": true: the op sees weight / sigma(weight); the power-iteration vector u is
   // state of the layer, like batch norm's running statistics.
   if (full.value("spectral_norm", false)) {
-    const std::string name = prefix + ".u";
-    Val u;
-    if (scope && scope->net && scope->net->params.count(name)) {
-      u = l.b.val(scope->net->params[name]);
-    } else {
-      const Shape out{in.at(1).shape().at(0)};
-      u = make_param(l, name, scope && scope->net ? scope->net->name : "", out,
-                     json{{"normal", {{"mean", 0}, {"std", 1}}}}, 1, 1, where);
-      l.m.params.back().trainable = false;
-      if (scope && scope->net) scope->net->params[name] = u.id;
-    }
-    in[1] = l.b.op("spectral_norm", {in[1], u});
+    const ParamSpec u{"u",  {in.at(1).shape().at(0)}, {{"normal", {{"mean", 0}, {"std", 1}}}}, 1, 1,
+                      false};
+    in[1] = l.b.op("spectral_norm", {in[1], layer_param(l, scope, prefix + ".u", u, where)});
   }
 }
 

@@ -59,27 +59,29 @@ void check_labels(const Features& f, int classes, const char* what) {
 
 }  // namespace
 
-void standardize(Features& f, const Features& by) {
-  WEFT_ASSERT(f.d == by.d, "standardize: feature counts differ");
-  std::vector<double> mean(size_t(by.d), 0.0), sq(size_t(by.d), 0.0);
-  for (int64_t i = 0; i < by.n; ++i)
-    for (int64_t j = 0; j < by.d; ++j) mean[size_t(j)] += by.x[size_t(i * by.d + j)];
-  for (auto& m : mean) m /= double(std::max<int64_t>(by.n, 1));
-  for (int64_t i = 0; i < by.n; ++i)
-    for (int64_t j = 0; j < by.d; ++j) {
-      const double c = by.x[size_t(i * by.d + j)] - mean[size_t(j)];
+void standardize(Features& train, Features& test) {
+  WEFT_ASSERT(train.d == test.d, "standardize: feature counts differ");
+  const int64_t n = std::max<int64_t>(train.n, 1), d = train.d;
+  std::vector<double> mean(size_t(d), 0.0), sq(size_t(d), 0.0);
+  for (int64_t i = 0; i < train.n; ++i)
+    for (int64_t j = 0; j < d; ++j) mean[size_t(j)] += train.x[size_t(i * d + j)];
+  for (auto& m : mean) m /= double(n);
+  for (int64_t i = 0; i < train.n; ++i)
+    for (int64_t j = 0; j < d; ++j) {
+      const double c = train.x[size_t(i * d + j)] - mean[size_t(j)];
       sq[size_t(j)] += c * c;
     }
-  std::vector<double> scale(size_t(by.d));
-  for (int64_t j = 0; j < by.d; ++j) {
-    const double sd = std::sqrt(sq[size_t(j)] / double(std::max<int64_t>(by.n, 1)));
+  std::vector<double> scale(static_cast<size_t>(d));
+  for (int64_t j = 0; j < d; ++j) {
+    const double sd = std::sqrt(sq[size_t(j)] / double(n));
     scale[size_t(j)] = sd > 1e-8 ? 1.0 / sd : 0.0;
   }
-  for (int64_t i = 0; i < f.n; ++i)
-    for (int64_t j = 0; j < f.d; ++j) {
-      float& v = f.x[size_t(i * f.d + j)];
-      v = float((v - mean[size_t(j)]) * scale[size_t(j)]);
-    }
+  for (Features* f : {&train, &test})
+    for (int64_t i = 0; i < f->n; ++i)
+      for (int64_t j = 0; j < d; ++j) {
+        float& v = f->x[size_t(i * d + j)];
+        v = float((v - mean[size_t(j)]) * scale[size_t(j)]);
+      }
 }
 
 ProbeResult linear_probe(const Features& train, const Features& test, int classes,

@@ -16,9 +16,9 @@ struct Features {
   std::vector<int> labels;
 };
 
-// Standardizes every feature by `by`'s mean and standard deviation (a feature constant in
-// `by` becomes 0), in place.
-void standardize(Features& f, const Features& by);
+// Standardizes every feature of both splits by the training split's mean and standard
+// deviation (a feature constant in training becomes 0), in place.
+void standardize(Features& train, Features& test);
 
 struct ProbeOptions {
   int epochs = 30;

@@ -257,26 +257,30 @@ BoundPlan& Session::eval_plan(const std::vector<ValueId>& values, int64_t n) {
   return cached->second;
 }
 
-bool Session::output_reads_data(const std::string& output) {
+std::vector<std::string> Session::output_sources(const std::string& output) const {
   auto it = model.outputs.find(output);
   if (it == model.outputs.end())
     throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
+  std::vector<std::string> sources;
   for (auto& name : inputs_of({it->second}))  // no plan is compiled: only the inputs matter
     for (auto& in : model.inputs)
-      if (in.name == name && in.source.rfind("data.", 0) == 0 && in.source != "data.labels" &&
-          in.source != "data.onehot")
-        return true;
+      if (in.name == name) sources.push_back(in.source);
+  return sources;
+}
+
+static bool is_label_source(const std::string& s) {
+  return s == "data.labels" || s == "data.onehot";
+}
+
+bool Session::output_reads_data(const std::string& output) {
+  for (auto& s : output_sources(output))
+    if (s.rfind("data.", 0) == 0 && !is_label_source(s)) return true;
   return false;
 }
 
 bool Session::output_reads_labels(const std::string& output) {
-  auto it = model.outputs.find(output);
-  if (it == model.outputs.end())
-    throw Error(model.file, "/outputs", fmt::format("the graph names no output \"{}\"", output));
-  for (auto& name : inputs_of({it->second}))
-    for (auto& in : model.inputs)
-      if (in.name == name && (in.source == "data.labels" || in.source == "data.onehot"))
-        return true;
+  for (auto& s : output_sources(output))
+    if (is_label_source(s)) return true;
   return false;
 }
 

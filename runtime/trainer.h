@@ -88,6 +88,7 @@ class Session {
 
  private:
   std::vector<std::string> inputs_of(const std::vector<ValueId>& targets) const;  // by name
+  std::vector<std::string> output_sources(const std::string& output) const;       // of its inputs
   BoundPlan bind_plan(const std::vector<ValueId>& targets, int64_t batch);
   BoundPlan& eval_plan(const std::vector<ValueId>& values, int64_t n);
   void run_checked(Phase& ph, size_t pi, const RunContext& ctx);

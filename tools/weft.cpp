@@ -219,6 +219,12 @@ int cmd_sample(const Common& o, const std::string& ckpt, int64_t n, const std::s
   return 0;
 }
 
+// Where `weft encode` puts the labels of FEATS.npy, and `weft probe` finds them.
+std::string labels_path(const std::string& features) {
+  const bool npy = features.size() > 4 && features.substr(features.size() - 4) == ".npy";
+  return (npy ? features.substr(0, features.size() - 4) : features) + ".labels.npy";
+}
+
 int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
                const std::string& output, const std::string& split) {
   Model m = load(o);
@@ -240,9 +246,7 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
     std::memcpy(all.data<float>() + at, p.raw(), p.bytes());
     at += p.numel();
   }
-  std::string labels = out.size() > 4 && out.substr(out.size() - 4) == ".npy"
-                           ? out.substr(0, out.size() - 4) + ".labels.npy"
-                           : out + ".labels.npy";
+  const std::string labels = labels_path(out);
   save_npy(out, all);
   save_npy_u8(labels, d->labels, {d->n});
   fmt::print("features: {} ({} x {})\nlabels: {}\n", out, d->n, per, labels);
@@ -494,9 +498,7 @@ Features read_features(const std::string& path) {
   const std::vector<double> x = load_npy(path, shape);
   if (shape.size() < 2 || shape[0] == 0)
     throw Error(path, "", "expected features of shape [examples, ...], got " + dims_str(shape));
-  const std::string labels = path.size() > 4 && path.substr(path.size() - 4) == ".npy"
-                                 ? path.substr(0, path.size() - 4) + ".labels.npy"
-                                 : path + ".labels.npy";
+  const std::string labels = labels_path(path);
   const std::vector<double> l = load_npy(labels, lshape);
   if (lshape != Dims{shape[0]})
     throw Error(labels, "",
@@ -549,8 +551,7 @@ int cmd_probe(const Common& o, const std::vector<std::string>& files, bool pixel
     throw Error(files[1], "",
                 fmt::format("{} values per example, but the training features ({}) have {}", test.d,
                             files[0], train.d));
-  standardize(test, train);
-  standardize(train, train);
+  standardize(train, test);
   const ProbeResult p = linear_probe(train, test, 10, po);
   const KMeansResult km = kmeans(test, 10, 4, po.seed);
   const double nmi = normalized_mutual_information(test.labels, km.assignment);
