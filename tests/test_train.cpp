@@ -537,6 +537,67 @@ TEST_CASE(
   CHECK(weft::test::slurp(log).find("reads no class label") != std::string::npos);
 }
 
+TEST_CASE("weft eval --classifier: real images measured as samples are at distance 0; --crop") {
+  // A classifier whose features are 7x7 average-pooled pixels, and a "generator" whose
+  // samples are the test images padded to 32x32, as the source articles pad their data: with
+  // --crop 2 the classifier sees exactly the test images, and their distance to the test
+  // images is 0 while real training images stand apart from them.
+  const fs::path c = write_graph("eval_classifier", R"({
+  "weft": 1, "name": "pooled",
+  "data": {"dataset": "fashion-mnist", "range": [0, 1]},
+  "inputs": {"x": {"shape": ["B", 1, 28, 28], "from": "data.images"},
+             "y": {"shape": ["B", 10], "from": "data.onehot"}},
+  "nets": {"C": {"in": ["x"], "layers": [{"op": "avg_pool2d", "kernel": 4},
+      {"op": "flatten", "id": "features"}, {"op": "linear", "units": 10}]}},
+  "nodes": [{"id": "logits", "call": "C", "in": ["x"]},
+            {"id": "loss", "op": "softmax_cross_entropy", "in": ["logits", "y"]}],
+  "train": {"batch": 32, "steps": 20, "phases": [{"minimize": "loss", "params": ["C"], "optimizer": {"adam": {"lr": 0.01}}}]},
+  "outputs": {"logits": "logits", "features": "C.features"}
+})");
+  const fs::path g = write_graph("eval_padded", R"({
+  "weft": 1, "name": "padded",
+  "data": {"dataset": "fashion-mnist", "range": [-1, 1]},
+  "inputs": {"x": {"shape": ["B", 1, 28, 28], "from": "data.images"}},
+  "params": {"w": {"shape": [1], "init": {"constant": 1}, "trainable": true}},
+  "nodes": [
+    {"id": "big", "op": "pad", "in": ["x"], "pads": 2, "value": -1},
+    {"id": "fake", "op": "mul", "in": ["big", "w"]},
+    {"id": "loss", "op": "mse", "in": ["fake", "big"]}
+  ],
+  "train": {"batch": 16, "steps": 1, "phases": [{"minimize": "loss", "params": ["w"], "optimizer": {"sgd": {"lr": 0.1}}}]},
+  "outputs": {"samples": "fake"}
+})");
+  const std::string w = WEFT_BINARY;
+  const fs::path cdir = c.parent_path() / "run", gdir = g.parent_path() / "run";
+  auto run = [](const std::string& cmd, const fs::path& log) {
+    const int st = std::system((cmd + " > " + log.string() + " 2>&1").c_str());
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  };
+  const fs::path log = g.parent_path() / "log.txt";
+  REQUIRE(run(w + " train " + c.string() + " --quiet --out " + cdir.string(), log) == 0);
+  REQUIRE(run(w + " train " + g.string() + " --quiet --out " + gdir.string(), log) == 0);
+  const std::string eval = w + " eval " + g.string() + " --checkpoint " +
+                           (gdir / "checkpoint.safetensors").string() + " --classifier " +
+                           (cdir / "checkpoint.safetensors").string() + " --classifier-graph " +
+                           c.string();
+  CHECK(run(eval, log) != 0);  // 32x32 samples, a 28x28 classifier: refused, with the fix
+  CHECK(weft::test::slurp(log).find("/outputs/samples: --classifier reads 28x28 images; the "
+                                    "samples are 32x32 (--crop 2 measures their centre)") !=
+        std::string::npos);
+  CHECK(run(eval + " --crop 1", log) != 0);
+  CHECK(weft::test::slurp(log).find("30x30 after --crop 1") != std::string::npos);
+  REQUIRE(run(eval + " --crop 2", log) == 0);
+  const json r = json::parse(weft::test::slurp(gdir / "eval_test.json"));
+  const json& q = r.at("quality");
+  CHECK(q.at("crop") == 2);
+  CHECK(std::abs(q.at("frechet_distance").get<double>()) < 1e-6);
+  CHECK(q.at("frechet_distance_train_vs_test").get<double>() > 1e-4);
+  // The test images' classes as this classifier sees them: every sample counted once.
+  int64_t total = 0;
+  for (const json& k : q.at("class_histogram")) total += k.get<int64_t>();
+  CHECK(total == 10000);
+}
+
 TEST_CASE("spectral_norm: a layer's weight divided by its largest singular value") {
   // A linear layer with "spectral_norm": true trained with lr 1e-12: only the power iteration
   // moves (one step per forward). After 60 steps u is the top left singular vector, and the

@@ -264,9 +264,13 @@ int cmd_encode(const Common& o, const std::string& ckpt, const std::string& out,
 // Generated images measured by a classifier of real ones (graphs/fmnist_classifier.json):
 // its penultimate features ("features") of 10,000 samples against those of the 10,000 test
 // images (a Frechet distance), and its classes ("logits") of the samples. A conditional
-// generator is asked for each class in turn.
+// generator is asked for each class in turn. A generator of images larger than the
+// classifier's (the source articles pad 28x28 to 32x32 in their graphs) is measured on the
+// centre its graph padded, when the user names that border with --crop: the inverse of the
+// data's padding, not a resampling.
 struct Classifier {
   std::string graph, checkpoint;
+  int crop = 0;  // pixels removed from each side of a sample before it is classified
 };
 
 json sample_quality(Session& gen, const Common& o, const Classifier& c) {
@@ -281,7 +285,7 @@ json sample_quality(Session& gen, const Common& o, const Classifier& c) {
   Session cs(cm, session_options(o));
   cs.load_checkpoint(c.checkpoint, false);
   const Dataset* test = cs.dataset("test");
-  const int64_t pixels = test->rows * test->cols, n = test->n, chunk = 500;
+  const int64_t n = test->n, chunk = 500;
   const bool conditional = gen.output_reads_labels("samples");
   Dataset made;
   made.split = "generated";
@@ -297,18 +301,34 @@ json sample_quality(Session& gen, const Common& o, const Classifier& c) {
                                          uint64_t(1 << 20) + uint64_t(first / chunk),
                                          conditional ? &classes : nullptr)[0]
                          .to(DType::f64);
-    if (t.numel() != k * pixels)
-      throw Error(o.graph, "/outputs/samples",
-                  fmt::format("--classifier reads images of {} pixels; the samples have {} values",
-                              pixels, t.numel() / k));
-    for (int64_t i = 0; i < k * pixels; ++i) {  // as a PNG would store them
-      if (!std::isfinite(t.data<double>()[i]))
-        throw Error(o.graph, "/outputs/samples",
-                    fmt::format("sample {} holds {}: the generator's output is not finite",
-                                first + i / pixels, t.data<double>()[i]));
-      const double v = (t.data<double>()[i] - gm.data.low) / (gm.data.high - gm.data.low);
-      made.images.push_back(uint8_t(std::lround(255 * std::clamp(v, 0.0, 1.0))));
-    }
+    // One channel of h x w: the last two dimensions of an image output, or a square for a
+    // flat one (an MLP generator's rows of pixels).
+    const Dims& sh = t.shape();
+    const int64_t per = t.numel() / k, b = c.crop;
+    int64_t h = sh.size() >= 3 ? sh[sh.size() - 2] : std::llround(std::sqrt(double(per)));
+    int64_t w = sh.size() >= 3 ? sh.back() : h;
+    if (h * w != per) h = w = 0;  // several channels, or a flat output that is not square
+    if (h - 2 * b != test->rows || w - 2 * b != test->cols)
+      throw Error(
+          o.graph, "/outputs/samples",
+          fmt::format("--classifier reads {}x{} images; the samples are {}{}", test->rows,
+                      test->cols, h ? fmt::format("{}x{}", h, w) : fmt::format("{} values", per),
+                      b ? fmt::format(", {}x{} after --crop {}", h - 2 * b, w - 2 * b, b)
+                      : h > test->rows && (h - test->rows) % 2 == 0 && w - h == 0
+                          ? fmt::format(" (--crop {} measures their centre)", (h - test->rows) / 2)
+                          : ""));
+    const double* d = t.data<double>();
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t y = b; y < h - b; ++y)
+        for (int64_t x = b; x < w - b; ++x) {  // as a PNG would store them
+          const double p = d[i * per + y * w + x];
+          if (!std::isfinite(p))
+            throw Error(o.graph, "/outputs/samples",
+                        fmt::format("sample {} holds {}: the generator's output is not finite",
+                                    first + i, p));
+          const double v = (p - gm.data.low) / (gm.data.high - gm.data.low);
+          made.images.push_back(uint8_t(std::lround(255 * std::clamp(v, 0.0, 1.0))));
+        }
     for (uint8_t cl : classes) made.labels.push_back(conditional ? cl : 0);
   }
   const std::vector<uint8_t> asked = made.labels;
@@ -335,6 +355,7 @@ json sample_quality(Session& gen, const Common& o, const Classifier& c) {
   const ClassStats cl = class_stats(lg, n, int64_t(lg.size()) / n, asked_int);
   json q = {{"classifier", c.graph},
             {"classifier_checkpoint", c.checkpoint},
+            {"crop", c.crop},
             {"samples", n},
             {"frechet_distance", frechet_distance(fg, n, fr, n, width)},
             {"frechet_distance_train_vs_test", frechet_distance(ft, n, fr, n, width)},
@@ -694,6 +715,10 @@ int main(int argc, char** argv) {
                    "distance, classes, inception-style score)");
   eval->add_option("--classifier-graph", classifier.graph, "the classifier's graph")
       ->capture_default_str();
+  eval->add_option("--crop", classifier.crop,
+                   "remove N pixels from each side of a sample before the classifier reads it "
+                   "(a generator of padded images)")
+      ->check(CLI::NonNegativeNumber);
   table["eval"] = [&] { return cmd_eval(o, ckpt, split, classifier); };
 
   auto* probe = app.add_subcommand(
