@@ -351,7 +351,7 @@ WEFT_OP(conv2d)
       if (g.num_inputs() > 2) r.push_back(g.needs(2) ? channel_sum(g, d) : Val{});
       return r;
     })
-    .flops([](const KernelInfo& i) { return conv_flops(Role::conv, i); })
+    .dense_flops([](const KernelInfo& i) { return conv_flops(Role::conv, i); })
     .test({.cases = {{{2, 3, 5, 5}, {4, 3, 3, 3}, {4}}},
            .attrs = kPad1,
            .order = 2,
@@ -384,7 +384,7 @@ WEFT_OP(conv_transpose2d)
       if (g.num_inputs() > 2) r.push_back(g.needs(2) ? channel_sum(g, d) : Val{});
       return r;
     })
-    .flops([](const KernelInfo& i) { return conv_flops(Role::transpose, i); })
+    .dense_flops([](const KernelInfo& i) { return conv_flops(Role::transpose, i); })
     .test({.cases = {{{2, 3, 4, 4}, {3, 2, 4, 4}, {2}}},
            .attrs = {{"stride", 2}, {"pad", 1}},
            .order = 2,
@@ -419,7 +419,7 @@ WEFT_OP(conv2d_backward_data)
                               g.needs(1) ? g.op("conv2d_backward_weights", {gg, dy, w}, a) : Val{},
                               Val{}};
     })
-    .flops([](const KernelInfo& i) { return conv_flops(Role::data, i); })
+    .dense_flops([](const KernelInfo& i) { return conv_flops(Role::data, i); })
     .test({.cases = {{{2, 4, 5, 5}, {4, 3, 3, 3}, {2, 3, 5, 5}}},
            .attrs = kPad1,
            .order = 2,
@@ -451,7 +451,7 @@ WEFT_OP(conv2d_backward_weights)
       return std::vector<Val>{g.needs(0) ? g.op("conv2d_backward_data", {dy, gg, x}, a) : Val{},
                               g.needs(1) ? g.op("conv2d", {x, gg}, a) : Val{}, Val{}};
     })
-    .flops([](const KernelInfo& i) { return conv_flops(Role::weights, i); })
+    .dense_flops([](const KernelInfo& i) { return conv_flops(Role::weights, i); })
     .test({.cases = {{{2, 3, 5, 5}, {2, 4, 5, 5}, {4, 3, 3, 3}}},
            .attrs = kPad1,
            .order = 2,

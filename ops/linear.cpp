@@ -172,7 +172,7 @@ WEFT_OP(linear)
       if (g.num_inputs() > 2) r.push_back(g.needs(2) ? g.op("sum", {d}, {{"axes", {0}}}) : Val{});
       return r;
     })
-    .flops(linear_flops)
+    .dense_flops(linear_flops)
     .test({.cases = {{{4, 3}, {5, 3}, {5}}, {{2, 6}, {3, 6}}},
            .order = 2,
            .expect_kernel = "onednn"});
@@ -193,7 +193,7 @@ WEFT_OP(linear_act)
     .shape(linear_rule)
     .kernel(0, DType::f32, "onednn", onednn_linear(), 1)
     .kernels(reference(linear_ref))
-    .flops(linear_flops)
+    .dense_flops(linear_flops)
     .test({.cases = {{{4, 3}, {5, 3}, {5}}},
            .attrs = {{"activation", "leaky_relu"}, {"alpha", 0.2}},
            .expect_kernel = "onednn"});
@@ -229,7 +229,7 @@ WEFT_OP(matmul)
                 : g.op("matmul", {a, d}, {{"transpose_a", !ta}});
       return std::vector<Val>{da, db};
     })
-    .flops([](const KernelInfo& i) {
+    .dense_flops([](const KernelInfo& i) {
       auto d = matmul_dims(i.in[0], i.in[1], i.attrs.at("transpose_a"), i.attrs.at("transpose_b"));
       return 2.0 * double(d.m) * double(d.n) * double(d.k);
     })

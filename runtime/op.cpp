@@ -55,6 +55,7 @@ OpDef::OpDef(const OpDef& o)
       test_spec(o.test_spec ? std::make_unique<OpTest>(*o.test_spec) : nullptr),
       is_alias(o.is_alias),
       is_source(o.is_source),
+      is_dense(o.is_dense),
       mutated_inputs(o.mutated_inputs) {}
 
 OpDef& OpDef::doc(std::string t) {
@@ -120,6 +121,10 @@ OpDef& OpDef::params(ParamRule r) {
 OpDef& OpDef::flops(FlopsRule r) {
   flops_rule = std::move(r);
   return *this;
+}
+OpDef& OpDef::dense_flops(FlopsRule r) {
+  is_dense = true;
+  return flops(std::move(r));
 }
 OpDef& OpDef::test(OpTest t) {
   test_spec = std::make_unique<OpTest>(std::move(t));

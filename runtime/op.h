@@ -155,6 +155,9 @@ class OpDef {
   OpDef& expand(Expansion e);
   OpDef& params(ParamRule rule);
   OpDef& flops(FlopsRule rule);
+  // The FLOPs of a matrix product or convolution: `weft bench` times these steps alone
+  // to give a model's floor (what the step would take if nothing else cost anything).
+  OpDef& dense_flops(FlopsRule rule);
   OpDef& test(OpTest t);
   OpDef& alias();  // output 0 is a view of input 0's storage (reshape, stop_gradient)
   // The kernel updates these inputs in place (running statistics); steps that update the
@@ -182,7 +185,7 @@ class OpDef {
   ParamRule param_rule;
   FlopsRule flops_rule;
   std::unique_ptr<OpTest> test_spec;
-  bool is_alias = false, is_source = false;
+  bool is_alias = false, is_source = false, is_dense = false;
   std::vector<int> mutated_inputs;
 
   OpDef(const OpDef& o);

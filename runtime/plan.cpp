@@ -297,6 +297,7 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
     PlanStep& st = plan->steps[s];
     const PlanNode& n = *d.step_nodes[s];
     st.kernel = make_kernel(*n.def, d.infos[s], st.kernel_name, n.where);
+    st.dense = n.def->is_dense;
     st.flops = n.def->flops_rule ? n.def->flops_rule(d.infos[s]) : double(numel(d.infos[s].out[0]));
   }
   std::vector<std::shared_ptr<Storage>> storage;

@@ -31,7 +31,8 @@ struct PlanStep {
   int num_deps = 0;
   uint64_t node_key = 0;
   double flops = 0;
-  KernelArgs args;  // pointers into the plan's slots, made once (runs allocate nothing)
+  bool dense = false;  // a matrix product or convolution (OpDef::dense_flops)
+  KernelArgs args;     // pointers into the plan's slots, made once (runs allocate nothing)
 };
 
 class Plan {
