@@ -131,6 +131,24 @@ TEST_CASE("a run folder holds one run: refused, replaced on request, locked, cle
   CHECK(metric_rows(out / "metrics.csv") == 9);
 }
 
+TEST_CASE("a resumed run keeps the seed and batch it was trained with; other values are refused") {
+  fs::path dir = fresh_dir("resume_seed");
+  fs::path g = plain_graph(dir / "graph");
+  fs::path out = dir / "out";
+  std::string log;
+  const std::string train = kWeft + " train " + g.string() + " --quiet --out " + out.string();
+  REQUIRE(run(train + " --steps 3 --seed 7 --batch 8", log) == 0);
+  CHECK(run(train + " --steps 5 --resume", log) == 0);  // seed 7 and batch 8, from the file
+  CHECK(metric_rows(out / "metrics.csv") == 5);
+  CHECK(run(train + " --steps 6 --resume --seed 7", log) == 0);
+  CHECK(run(train + " --steps 7 --resume --seed 3", log) == 2);
+  CHECK(log.find("__metadata__/seed: the checkpoint was trained with seed 7, this run uses 3") !=
+        std::string::npos);
+  CHECK(run(train + " --steps 7 --resume --batch 16", log) == 2);
+  CHECK(log.find("trained with batch 8, this run uses 16") != std::string::npos);
+  CHECK(metric_rows(out / "metrics.csv") == 6);
+}
+
 TEST_CASE("command-line values are checked, and a run refused for them writes nothing") {
   fs::path dir = fresh_dir("options");
   fs::path g = plain_graph(dir / "graph");

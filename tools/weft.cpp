@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -80,7 +81,26 @@ SessionOptions session_options(const Common& o) {
 // ---- train --------------------------------------------------------------------------
 int cmd_train(const Common& o, const TrainOverrides& t, const TrainOptions& to,
               bool check_numerics) {
-  Model m = load(o, t);
+  // A resumed run continues with the seed and batch it was trained with, unless the
+  // command line names them (and then the checkpoint must agree: load_checkpoint says so).
+  Common resumed = o;
+  const std::filesystem::path ckpt = std::filesystem::path(to.out_dir) / "checkpoint.safetensors";
+  std::error_code ec;
+  if (to.resume && (o.seed == Common::kUnset || o.batch == Common::kUnset) &&
+      std::filesystem::exists(ckpt, ec)) {
+    const std::map<std::string, std::string> meta = load_safetensors(ckpt.string()).metadata;
+    auto number = [&](const char* key, int64_t& into, int64_t least) {
+      const auto it = meta.find(key);
+      if (into != Common::kUnset || it == meta.end()) return;
+      char* end = nullptr;
+      errno = 0;
+      const long long v = std::strtoll(it->second.c_str(), &end, 10);
+      if (errno == 0 && end && *end == 0 && v >= least) into = v;  // else load_checkpoint's error
+    };
+    number("seed", resumed.seed, 0);
+    number("batch", resumed.batch, 1);
+  }
+  Model m = load(resumed, t);
   SessionOptions so = session_options(o);
   so.check_numerics = check_numerics;
   auto s = run_training(m, so, to);
