@@ -50,14 +50,23 @@ KernelMaker onednn_linear() {
         po.append_eltwise(1.f, algs.at(act), info.attrs.value("alpha", 0.f), 0.f);
         attr.set_post_ops(po);
       }
+      // Under --precision bf16 x and the weight are read as bf16 (rounded by a reorder).
+      const auto src_in = maybe_bf16(src, info.bf16), wei_in = maybe_bf16(wei, info.bf16);
       dnnl::inner_product_forward::primitive_desc pd(
-          bias
-              ? dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, src, wei, b,
-                                                  dst)
-              : dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, src, wei, dst),
+          bias ? dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, src_in,
+                                                   wei_in, b, dst)
+               : dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_training, src_in,
+                                                   wei_in, dst),
           attr, cpu_engine());
-      if (pd.src_desc() != src || pd.weights_desc() != wei || pd.dst_desc() != dst)
+      if (pd.src_desc() != src_in || pd.weights_desc() != wei_in || pd.dst_desc() != dst)
         throw dnnl::error(dnnl_unimplemented, "the primitive wants a blocked layout");
+      if (info.bf16) {
+        LayoutKernel::Arg in_x{DNNL_ARG_SRC, src, src_in, 1},
+            in_w{DNNL_ARG_WEIGHTS, wei, wei_in, 2};
+        std::vector<LayoutKernel::Arg> la = {in_x, in_w, {DNNL_ARG_DST, dst, dst, -1}};
+        if (bias) la.push_back({DNNL_ARG_BIAS, b, b, 3});
+        return std::make_unique<LayoutKernel>(dnnl::inner_product_forward(pd), la);
+      }
       std::vector<std::pair<int, dnnl::memory::desc>> args = {
           {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
       std::vector<std::pair<int, int>> bind = {
@@ -120,6 +129,14 @@ KernelMaker onednn_matmul() {
       auto a = md_strided({d.m, d.k}, ta ? Dims{1, d.m} : Dims{d.k, 1}, info.dtype);
       auto b = md_strided({d.k, d.n}, tb ? Dims{1, d.k} : Dims{d.n, 1}, info.dtype);
       auto c = md({d.m, d.n}, info.dtype);
+      if (info.bf16) {  // a and b read as bf16, rounded by a reorder
+        const auto a16 = maybe_bf16(a, true), b16 = maybe_bf16(b, true);
+        dnnl::matmul::primitive_desc pd({a16, b16, c}, cpu_engine());
+        return std::make_unique<LayoutKernel>(
+            dnnl::matmul(pd), std::vector<LayoutKernel::Arg>{{DNNL_ARG_SRC, a, a16, 1},
+                                                             {DNNL_ARG_WEIGHTS, b, b16, 2},
+                                                             {DNNL_ARG_DST, c, c, -1}});
+      }
       dnnl::matmul::primitive_desc pd({a, b, c}, cpu_engine());
       return std::make_unique<OnednnKernel>(
           dnnl::matmul(pd),

@@ -57,6 +57,29 @@ dnnl::memory::data_type dnnl_type(DType t) {
   return dnnl::memory::data_type::f32;
 }
 
+dnnl::memory::desc maybe_bf16(dnnl::memory::desc d, bool bf16) {
+  if (bf16) d.data.data_type = dnnl_bf16;
+  return d;
+}
+
+bool cpu_has_bf16(std::string& isa) {
+  const auto have = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto need = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+  static const std::pair<dnnl::cpu_isa, const char*> names[] = {
+      {dnnl::cpu_isa::avx512_core_amx, "AVX-512 with AMX"},
+      {dnnl::cpu_isa::avx512_core_bf16, "AVX-512 BF16"},
+      {dnnl::cpu_isa::avx512_core_vnni, "AVX-512 VNNI"},
+      {dnnl::cpu_isa::avx512_core, "AVX-512"},
+      {dnnl::cpu_isa::avx2, "AVX2"}};
+  isa = "below AVX2";
+  for (auto& [i, name] : names)
+    if ((have & static_cast<unsigned>(i)) == static_cast<unsigned>(i)) {
+      isa = name;
+      break;
+    }
+  return (have & need) == need;
+}
+
 dnnl::memory::desc md(const Dims& d, DType t) {
   Dims strides(d.size(), 1);
   for (int i = int(d.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * d[i + 1];

@@ -72,6 +72,13 @@ dnnl::stream& cpu_stream();                     // one per thread
 dnnl::memory::desc md(const Dims& d, DType t);  // dense row-major
 dnnl::memory::desc md_strided(const Dims& d, const Dims& strides, DType t);
 dnnl::memory::data_type dnnl_type(DType t);
+// The same descriptor with bf16 elements where `bf16` is set (strides count elements, so
+// they stay): a primitive's inputs under --precision bf16. A LayoutKernel's reorder from
+// weft's f32 tensor to it rounds the values.
+dnnl::memory::desc maybe_bf16(dnnl::memory::desc d, bool bf16);
+// Whether oneDNN runs bf16 matrix products natively on this CPU (AVX-512 BF16 or AMX), and
+// the instruction set it found.
+bool cpu_has_bf16(std::string& isa);
 
 // A oneDNN primitive that may want other memory formats than weft's plain row-major
 // tensors (blocked layouts such as nChw16c): for each argument whose format differs it owns

@@ -60,6 +60,9 @@ struct KernelInfo {
   std::vector<Dims> in, out;
   DType dtype = DType::f32;
   Device device;
+  // --precision bf16: matrix products and convolutions read their inputs rounded to bf16
+  // and accumulate and write in dtype (f32); other kernels ignore it.
+  bool bf16 = false;
 };
 
 // Per-run facts a kernel may read (random ops draw from (seed, step, phase, node)).

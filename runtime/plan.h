@@ -17,6 +17,7 @@ namespace weft {
 struct PlanOptions {
   int64_t batch = 1;
   DType dtype = DType::f32;
+  bool bf16 = false;  // KernelInfo::bf16
   bool fuse = true;
   // Tensors bound to `input` and `param` nodes, by name. They are used in place: a plan
   // reads the current contents of a parameter each run.

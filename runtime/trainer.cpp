@@ -16,6 +16,7 @@
 #include "runtime/autodiff.h"
 #include "runtime/files.h"
 #include "runtime/init.h"
+#include "runtime/kernels.h"
 #include "runtime/rng.h"
 #include "runtime/run_folder.h"
 #include "runtime/sources.h"
@@ -55,6 +56,12 @@ void check_session_memory(const Model& m, int64_t batch, DType dtype) {
 }  // namespace
 
 Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o)) {
+  std::string isa;
+  if (opt.bf16 && !cpu_has_bf16(isa))
+    throw Error("", "",
+                fmt::format("--precision bf16 needs a CPU whose oneDNN runs bf16 natively (AVX-512 "
+                            "BF16 or AMX); this one offers {}",
+                            isa));
   check_session_memory(model, model.train.batch, opt.dtype);
   for (const ModelParam& p : model.params) {
     Tensor t(opt.dtype, bind_batch(p.shape, 1));
@@ -134,6 +141,7 @@ BoundPlan Session::bind_plan(const std::vector<ValueId>& targets, int64_t batch)
   PlanOptions po;
   po.batch = batch;
   po.dtype = opt.dtype;
+  po.bf16 = opt.bf16;
   for (auto& [name, t] : params) po.bindings[name] = t;
   for (auto& in : model.inputs) {
     Tensor t(opt.dtype, bind_batch(in.shape, batch));

@@ -19,6 +19,7 @@ namespace weft {
 // the command line's overrides already applied (apply_overrides).
 struct SessionOptions {
   DType dtype = DType::f32;
+  bool bf16 = false;  // --precision bf16: matrix products and convolutions on bf16 inputs
   bool parallel = false;
   std::string data_dir;         // "": default_data_dir()
   bool check_numerics = false;  // check every step's outputs and parameters for NaN and Inf

@@ -11,6 +11,7 @@
 #include "runtime/executor.h"
 #include "runtime/files.h"
 #include "runtime/graph.h"
+#include "runtime/kernels.h"
 #include "runtime/rng.h"
 #include "runtime/threading.h"
 #include "runtime/trainer.h"
@@ -158,4 +159,62 @@ TEST_CASE("dcgan: a short run on real data; running statistics move; sample read
   CHECK(WIFEXITED(st));
   CHECK(WEXITSTATUS(st) == 0);
   CHECK(fs::file_size(dir / "s.png") > 100);
+}
+
+TEST_CASE("--precision bf16: every matrix product and convolution within bf16's rounding") {
+  std::string isa;
+  if (!cpu_has_bf16(isa)) {
+    MESSAGE("skipped: this CPU offers " << isa << ", not bf16");
+    return;
+  }
+  // Each output is a sum of products a_k b_k; with both factors rounded to bf16 (8 bits)
+  // and f32 accumulation its error is at most about 2^-8 sum |a_k b_k|, which the same op
+  // computes in f64 on the inputs' magnitudes. The result must also differ from f32's:
+  // the inputs were rounded.
+  struct Case {
+    std::string op;
+    std::vector<Dims> in;
+    json attrs;
+  };
+  const json pad1 = {{"pad", 1}};
+  const Case cases[] = {
+      {"matmul", {{5, 40}, {40, 7}}, json::object()},
+      {"matmul", {{40, 5}, {7, 40}}, {{"transpose_a", true}, {"transpose_b", true}}},
+      {"linear", {{8, 50}, {6, 50}, {6}}, json::object()},
+      {"conv2d", {{2, 3, 8, 8}, {4, 3, 3, 3}, {4}}, pad1},
+      {"conv_transpose2d", {{2, 4, 4, 4}, {4, 3, 4, 4}}, {{"stride", 2}, {"pad", 1}}},
+      {"conv2d_backward_data", {{2, 4, 5, 5}, {4, 3, 3, 3}, {2, 3, 5, 5}}, pad1},
+      {"conv2d_backward_weights", {{2, 3, 5, 5}, {2, 4, 5, 5}, {4, 3, 3, 3}}, pad1}};
+  for (const Case& c : cases) {
+    INFO(c.op, " ", c.attrs.dump());
+    auto run = [&](DType dt, bool bf16, bool magnitudes) {
+      Graph g;
+      Builder b(g);
+      PlanOptions opt;
+      opt.dtype = dt;
+      opt.bf16 = bf16;
+      std::vector<Val> in;
+      for (size_t i = 0; i < c.in.size(); ++i) {
+        const std::string name = "in" + std::to_string(i);
+        in.push_back(b.input(name, shape_of(c.in[i])));
+        Tensor t = random(dt, c.in[i], 10 + i);
+        if (magnitudes)
+          for (int64_t k = 0; k < t.numel(); ++k) t.set(k, std::abs(t.at(k)));
+        opt.bindings[name] = t;
+      }
+      Val y = b.op(c.op, in, c.attrs);
+      auto plan = compile_plan(g, {y.id}, opt);
+      run_plan(*plan, RunContext{}, false);
+      return plan->target(0).to(DType::f64);
+    };
+    const Tensor exact = run(DType::f64, false, false), bound = run(DType::f64, false, true),
+                 f32 = run(DType::f32, false, false), bf16 = run(DType::f32, true, false);
+    double worst = 0, from_f32 = 0;
+    for (int64_t k = 0; k < exact.numel(); ++k) {
+      worst = std::max(worst, std::abs(bf16.at(k) - exact.at(k)) / (bound.at(k) + 1e-12));
+      from_f32 = std::max(from_f32, std::abs(bf16.at(k) - f32.at(k)));
+    }
+    CHECK(worst <= 1.0 / 256);
+    CHECK(from_f32 > 0);
+  }
 }

@@ -38,6 +38,7 @@ struct Common {
   // Unset unless given: the graph's value then stands (apply_overrides decides).
   static constexpr int64_t kUnset = std::numeric_limits<int64_t>::min();
   int64_t seed = kUnset, batch = kUnset;
+  std::string precision = "f32";
 };
 
 std::optional<int64_t> given(int64_t v) {
@@ -58,6 +59,11 @@ void add_common(CLI::App* c, Common& o, bool graph = true) {
   c->add_flag("--parallel", o.parallel, "run independent steps side by side on TBB");
   c->add_option("--seed", o.seed, "random seed (default: the graph's train.seed)");
   c->add_option("--batch", o.batch, "batch size (default: the graph's train.batch)");
+  c->add_option("--precision", o.precision,
+                "f32, or bf16: matrix products and convolutions read bf16 inputs and accumulate "
+                "in f32 (weights, gradients and optimizer state stay f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   add_plugin_option(c, o.plugins);
 }
 
@@ -75,6 +81,7 @@ SessionOptions session_options(const Common& o) {
   SessionOptions so;
   so.parallel = o.parallel;
   so.data_dir = o.data;
+  so.bf16 = o.precision == "bf16";
   return so;
 }
 
