@@ -20,23 +20,52 @@ const std::map<std::string, json> kDefaults = {
 // Settings every optimizer takes; 0 is off.
 const json kClipping = {{"clip_norm", 0.0}, {"clip_value", 0.0}, {"clip_weights", 0.0}};
 
-// Runs f(begin, end) over [0, n) in parallel chunks, on the OpenMP team oneDNN uses: its
-// threads are still spinning from the last primitive, and a second (TBB) pool on the
-// same cores would fight them (see runtime/threading.h). The element loops below capture
-// their pointers by value and are marked `omp simd`: captured by reference, each pointer
-// is reloaded from the closure after every store (it might alias), and GCC vectorized
+// Runs body(k) for every element k of a parameter in parallel chunks, on the OpenMP team
+// oneDNN uses: its threads are still spinning from the last primitive, and a second (TBB)
+// pool on the same cores would fight them (see runtime/threading.h). With `squares` it
+// also returns the sum of the squared raw gradient, in the same pass (the norm that is
+// logged, when clipping by norm does not need it before the update). The body captures
+// its pointers by value and the loops are `omp simd`: captured by reference, each pointer
+// was reloaded from the closure after every store (it might alias), and GCC vectorized
 // none of the update loops.
-template <class F>
-void chunks(int64_t n, F f) {
-  const int64_t grain = 1 << 15, pieces = (n + grain - 1) / grain;
-#pragma omp parallel for schedule(static) if (pieces > 1)
-  for (int64_t c = 0; c < pieces; ++c) f(c * grain, std::min(n, (c + 1) * grain));
+// Sixteen partial sums, so that the loop vectorizes without reassociating a single sum
+// (omp simd's reduction was not vectorized inside the parallel loop below).
+template <class T>
+double sum_squares(const T* g, int64_t b, int64_t e) {
+  double part[16] = {};
+  int64_t k = b;
+  for (; k + 16 <= e; k += 16)
+    for (int l = 0; l < 16; ++l) part[l] += double(g[k + l]) * double(g[k + l]);
+  double s = 0;
+  for (; k < e; ++k) s += double(g[k]) * double(g[k]);
+  for (double v : part) s += v;
+  return s;
 }
 
-template <class T>
-struct Typed {
-  static T* p(const Tensor& t) { return t.data<T>(); }
-};
+template <class T, class Body>
+double for_elements(int64_t n, const T* g, bool squares, Body body) {
+  const int64_t grain = 1 << 15, pieces = (n + grain - 1) / grain;
+  double total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (pieces > 1)
+  for (int64_t c = 0; c < pieces; ++c) {
+    const int64_t b = c * grain, e = std::min(n, b + grain);
+    // The squares first, over a chunk small enough (128 KiB of f32) that the update reads
+    // it again from cache: one loop doing both was not vectorized.
+    if (squares) total += sum_squares(g, b, e);
+#pragma omp simd
+    for (int64_t k = b; k < e; ++k) body(k);
+  }
+  return total;
+}
+
+// Calls apply<float> or apply<double> for each parameter; sums what they return.
+template <class Apply>
+double each_param(const std::vector<Tensor>& params, Apply apply) {
+  double total = 0;
+  for (size_t i = 0; i < params.size(); ++i)
+    total += params[i].dtype() == DType::f32 ? apply(float{}, i) : apply(double{}, i);
+  return total;
+}
 
 class Sgd : public Optimizer {
  public:
@@ -51,39 +80,31 @@ class Sgd : public Optimizer {
         state_.push_back({names[i] + ".momentum", Tensor(params[i].dtype(), params[i].shape())});
     state_.push_back({"t", Tensor(DType::f64, {1})});
   }
-  void update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
-              const GradTransform& gt) override {
-    double t = state_.back().second.at(0);
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (params[i].dtype() == DType::f32)
-        apply<float>(params[i], *grads[i], i, t, gt);
-      else
-        apply<double>(params[i], *grads[i], i, t, gt);
-    }
-    state_.back().second.set(0, t + 1);
-  }
-
- private:
-  template <class T>
-  void apply(const Tensor& pt, const Tensor& gt_, size_t i, double t, const GradTransform& gt) {
-    T* __restrict p = pt.data<T>();
-    const T* __restrict g = gt_.data<T>();
-    const T gs = T(gt.scale), gc = T(gt.clip);
-    T* __restrict buf = mom_ != 0 ? state_[i].second.data<T>() : nullptr;
-    const T lr = T(lr_), mom = T(mom_), wd = T(wd_);
-    const bool first = t == 0, nesterov = nesterov_;
-    chunks(pt.numel(), [=](int64_t b, int64_t e) {
-#pragma omp simd
-      for (int64_t k = b; k < e; ++k) {
+  double update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
+                const GradTransform& gt) override {
+    const double t = state_.back().second.at(0);
+    const double sum = each_param(params, [&](auto zero, size_t i) {
+      using T = decltype(zero);
+      T* p = params[i].data<T>();
+      const T* g = grads[i]->data<T>();
+      const T gs = T(gt.scale), gc = T(gt.clip);
+      T* buf = mom_ != 0 ? state_[i].second.data<T>() : nullptr;
+      const T lr = T(lr_), mom = T(mom_), wd = T(wd_);
+      const bool first = t == 0, nesterov = nesterov_;
+      return for_elements(params[i].numel(), g, gt.squares, [=](int64_t k) {
         T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
         if (buf) {
           buf[k] = first ? d : mom * buf[k] + d;
           d = nesterov ? d + mom * buf[k] : buf[k];
         }
         p[k] -= lr * d;
-      }
+      });
     });
+    state_.back().second.set(0, t + 1);
+    return sum;
   }
+
+ private:
   double lr_, mom_, wd_;
   bool nesterov_;
 };
@@ -103,40 +124,31 @@ class Adam : public Optimizer {
     }
     state_.push_back({"t", Tensor(DType::f64, {1})});
   }
-  void update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
-              const GradTransform& gt) override {
-    double t = state_.back().second.at(0) + 1;
+  double update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
+                const GradTransform& gt) override {
+    const double t = state_.back().second.at(0) + 1;
     state_.back().second.set(0, t);
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (params[i].dtype() == DType::f32)
-        apply<float>(params[i], *grads[i], i, t, gt);
-      else
-        apply<double>(params[i], *grads[i], i, t, gt);
-    }
-  }
-
- private:
-  template <class T>
-  void apply(const Tensor& pt, const Tensor& gt_, size_t i, double t, const GradTransform& gt) {
-    T* __restrict p = pt.data<T>();
-    const T* __restrict g = gt_.data<T>();
-    const T gs = T(gt.scale), gc = T(gt.clip);
-    T* __restrict m = state_[2 * i].second.data<T>();
-    T* __restrict v = state_[2 * i + 1].second.data<T>();
-    const T b1 = T(b1_), b2 = T(b2_), wd = T(wd_), eps = T(eps_);
-    // lr * mhat / (sqrt(vhat) + eps) with the bias corrections folded into two scalars.
-    const T step = T(lr_ / (1 - std::pow(b1_, t)));
-    const T vscale = T(1 / std::sqrt(1 - std::pow(b2_, t)));
-    chunks(pt.numel(), [=](int64_t b, int64_t e) {
-#pragma omp simd
-      for (int64_t k = b; k < e; ++k) {
-        T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
+    return each_param(params, [&](auto zero, size_t i) {
+      using T = decltype(zero);
+      T* p = params[i].data<T>();
+      const T* g = grads[i]->data<T>();
+      const T gs = T(gt.scale), gc = T(gt.clip);
+      T* m = state_[2 * i].second.data<T>();
+      T* v = state_[2 * i + 1].second.data<T>();
+      const T b1 = T(b1_), b2 = T(b2_), wd = T(wd_), eps = T(eps_);
+      // lr * mhat / (sqrt(vhat) + eps) with the bias corrections folded into two scalars.
+      const T step = T(lr_ / (1 - std::pow(b1_, t)));
+      const T vscale = T(1 / std::sqrt(1 - std::pow(b2_, t)));
+      return for_elements(params[i].numel(), g, gt.squares, [=](int64_t k) {
+        const T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
         m[k] = b1 * m[k] + (1 - b1) * d;
         v[k] = b2 * v[k] + (1 - b2) * d * d;
         p[k] -= step * m[k] / (std::sqrt(v[k]) * vscale + eps);
-      }
+      });
     });
   }
+
+ private:
   double lr_, b1_, b2_, eps_, wd_;
 };
 
@@ -155,41 +167,33 @@ class RmsProp : public Optimizer {
     }
     state_.push_back({"t", Tensor(DType::f64, {1})});
   }
-  void update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
-              const GradTransform& gt) override {
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (params[i].dtype() == DType::f32)
-        apply<float>(params[i], *grads[i], i, gt);
-      else
-        apply<double>(params[i], *grads[i], i, gt);
-    }
+  double update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
+                const GradTransform& gt) override {
+    const double sum = each_param(params, [&](auto zero, size_t i) {
+      using T = decltype(zero);
+      T* p = params[i].data<T>();
+      const T* g = grads[i]->data<T>();
+      const T gs = T(gt.scale), gc = T(gt.clip);
+      T* sq = state_[2 * i].second.data<T>();
+      T* buf = state_[2 * i + 1].second.data<T>();
+      const T lr = T(lr_), a = T(alpha_), eps = T(eps_), mom = T(mom_), wd = T(wd_);
+      auto step = [=](int64_t k) {
+        const T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
+        sq[k] = a * sq[k] + (1 - a) * d * d;
+        return d / (std::sqrt(sq[k]) + eps);
+      };
+      const int64_t n = params[i].numel();
+      // Two bodies: a branch inside one kept the loop from being vectorized.
+      if (mom != 0)
+        return for_elements(n, g, gt.squares,
+                            [=](int64_t k) { p[k] -= lr * (buf[k] = mom * buf[k] + step(k)); });
+      return for_elements(n, g, gt.squares, [=](int64_t k) { p[k] -= lr * step(k); });
+    });
     state_.back().second.set(0, state_.back().second.at(0) + 1);
+    return sum;
   }
 
  private:
-  template <class T>
-  void apply(const Tensor& pt, const Tensor& gt_, size_t i, const GradTransform& gt) {
-    T* __restrict p = pt.data<T>();
-    const T* __restrict g = gt_.data<T>();
-    const T gs = T(gt.scale), gc = T(gt.clip);
-    T* __restrict sq = state_[2 * i].second.data<T>();
-    T* __restrict buf = state_[2 * i + 1].second.data<T>();
-    const T lr = T(lr_), a = T(alpha_), eps = T(eps_), mom = T(mom_), wd = T(wd_);
-    auto step = [=](int64_t k) {
-      const T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
-      sq[k] = a * sq[k] + (1 - a) * d * d;
-      return d / (std::sqrt(sq[k]) + eps);
-    };
-    chunks(pt.numel(), [=](int64_t b, int64_t e) {
-      if (mom != 0) {  // two loops: a branch inside one keeps it from being vectorized
-#pragma omp simd
-        for (int64_t k = b; k < e; ++k) p[k] -= lr * (buf[k] = mom * buf[k] + step(k));
-      } else {
-#pragma omp simd
-        for (int64_t k = b; k < e; ++k) p[k] -= lr * step(k);
-      }
-    });
-  }
   double lr_, alpha_, eps_, mom_, wd_;
 };
 
@@ -201,44 +205,33 @@ Optimizer::Optimizer(const json& c)
       clip_weights_(c.value("clip_weights", 0.0)) {}
 
 double Optimizer::step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) {
-  double sum = 0;
-  for (const Tensor* g : grads) {
-    const int64_t n = g->numel();
-    if (g->dtype() == DType::f32) {
-      const float* p = g->data<float>();
-#pragma omp parallel for simd reduction(+ : sum) schedule(static) if (n > (1 << 16))
-      for (int64_t k = 0; k < n; ++k) sum += double(p[k]) * p[k];
-    } else {
-      const double* p = g->data<double>();
-#pragma omp parallel for simd reduction(+ : sum) schedule(static) if (n > (1 << 16))
-      for (int64_t k = 0; k < n; ++k) sum += p[k] * p[k];
-    }
-  }
-  const double norm = std::sqrt(sum);
   GradTransform gt;
-  // A non-finite norm is left alone: scaling by it would hide which gradient broke.
-  if (clip_norm_ > 0 && std::isfinite(norm) && norm > clip_norm_) gt.scale = clip_norm_ / norm;
   gt.clip = clip_value_ > 0 ? clip_value_ : std::numeric_limits<double>::infinity();
-  update(params, grads, gt);
-  if (clip_weights_ > 0)
-    for (const Tensor& p : params) {
-      const int64_t n = p.numel();
-      if (p.dtype() == DType::f32) {
-        float* q = p.data<float>();
-        const float c = float(clip_weights_);
-        chunks(n, [=](int64_t b, int64_t e) {
-#pragma omp simd
-          for (int64_t k = b; k < e; ++k) q[k] = std::clamp(q[k], -c, c);
-        });
-      } else {
-        double* q = p.data<double>();
-        const double c = clip_weights_;
-        chunks(n, [=](int64_t b, int64_t e) {
-#pragma omp simd
-          for (int64_t k = b; k < e; ++k) q[k] = std::clamp(q[k], -c, c);
-        });
-      }
+  double norm = 0;
+  if (clip_norm_ > 0) {  // the norm scales the update: a pass of its own first
+    double sum = 0;
+    for (size_t i = 0; i < grads.size(); ++i) {
+      const Tensor* g = grads[i];
+      sum += g->dtype() == DType::f32
+                 ? for_elements(g->numel(), g->data<float>(), true, [](int64_t) {})
+                 : for_elements(g->numel(), g->data<double>(), true, [](int64_t) {});
     }
+    norm = std::sqrt(sum);
+    // A non-finite norm is left alone: scaling by it would hide which gradient broke.
+    if (std::isfinite(norm) && norm > clip_norm_) gt.scale = clip_norm_ / norm;
+    update(params, grads, gt);
+  } else {
+    gt.squares = true;  // measured in the update's own pass
+    norm = std::sqrt(update(params, grads, gt));
+  }
+  if (clip_weights_ > 0)
+    each_param(params, [&](auto zero, size_t i) {
+      using T = decltype(zero);
+      T* q = params[i].data<T>();
+      const T c = T(clip_weights_);
+      return for_elements(params[i].numel(), q, false,
+                          [=](int64_t k) { q[k] = std::clamp(q[k], -c, c); });
+    });
   return norm;
 }
 

@@ -36,9 +36,11 @@ class Optimizer {
   // What every update does to a gradient element first: g * scale, clamped to [-clip, clip].
   struct GradTransform {
     double scale = 1, clip = 0;  // clip is infinite when off
+    bool squares = false;        // also sum the squared raw gradients, in the same pass
   };
-  virtual void update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
-                      const GradTransform& gt) = 0;
+  // Returns the sum of the squared gradients when gt.squares asks for it, else 0.
+  virtual double update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
+                        const GradTransform& gt) = 0;
   std::vector<std::pair<std::string, Tensor>> state_;
 
  private:
