@@ -60,22 +60,12 @@ KernelMaker onednn_linear() {
           attr, cpu_engine());
       if (pd.src_desc() != src_in || pd.weights_desc() != wei_in || pd.dst_desc() != dst)
         throw dnnl::error(dnnl_unimplemented, "the primitive wants a blocked layout");
-      if (info.bf16) {
-        LayoutKernel::Arg in_x{DNNL_ARG_SRC, src, src_in, 1},
-            in_w{DNNL_ARG_WEIGHTS, wei, wei_in, 2};
-        std::vector<LayoutKernel::Arg> la = {in_x, in_w, {DNNL_ARG_DST, dst, dst, -1}};
-        if (bias) la.push_back({DNNL_ARG_BIAS, b, b, 3});
-        return std::make_unique<LayoutKernel>(dnnl::inner_product_forward(pd), la);
-      }
-      std::vector<std::pair<int, dnnl::memory::desc>> args = {
-          {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-      std::vector<std::pair<int, int>> bind = {
-          {DNNL_ARG_SRC, 1}, {DNNL_ARG_WEIGHTS, 2}, {DNNL_ARG_DST, -1}};
-      if (bias) {
-        args.push_back({DNNL_ARG_BIAS, b});
-        bind.push_back({DNNL_ARG_BIAS, 3});
-      }
-      return std::make_unique<OnednnKernel>(dnnl::inner_product_forward(pd), args, bind);
+      // A LayoutKernel whose wanted formats equal the plain ones adds no reorder (f32).
+      std::vector<LayoutKernel::Arg> la = {{DNNL_ARG_SRC, src, src_in, 1},
+                                           {DNNL_ARG_WEIGHTS, wei, wei_in, 2},
+                                           {DNNL_ARG_DST, dst, dst, -1}};
+      if (bias) la.push_back({DNNL_ARG_BIAS, b, b, 3});
+      return std::make_unique<LayoutKernel>(dnnl::inner_product_forward(pd), la);
     });
   };
 }
@@ -129,21 +119,13 @@ KernelMaker onednn_matmul() {
       auto a = md_strided({d.m, d.k}, ta ? Dims{1, d.m} : Dims{d.k, 1}, info.dtype);
       auto b = md_strided({d.k, d.n}, tb ? Dims{1, d.k} : Dims{d.n, 1}, info.dtype);
       auto c = md({d.m, d.n}, info.dtype);
-      if (info.bf16) {  // a and b read as bf16, rounded by a reorder
-        const auto a16 = maybe_bf16(a, true), b16 = maybe_bf16(b, true);
-        dnnl::matmul::primitive_desc pd({a16, b16, c}, cpu_engine());
-        return std::make_unique<LayoutKernel>(
-            dnnl::matmul(pd), std::vector<LayoutKernel::Arg>{{DNNL_ARG_SRC, a, a16, 1},
-                                                             {DNNL_ARG_WEIGHTS, b, b16, 2},
-                                                             {DNNL_ARG_DST, c, c, -1}});
-      }
-      dnnl::matmul::primitive_desc pd({a, b, c}, cpu_engine());
-      return std::make_unique<OnednnKernel>(
-          dnnl::matmul(pd),
-          std::vector<std::pair<int, dnnl::memory::desc>>{
-              {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}},
-          std::vector<std::pair<int, int>>{
-              {DNNL_ARG_SRC, 1}, {DNNL_ARG_WEIGHTS, 2}, {DNNL_ARG_DST, -1}});
+      // Under --precision bf16 a and b are read as bf16, rounded by the LayoutKernel's reorder.
+      const auto a_in = maybe_bf16(a, info.bf16), b_in = maybe_bf16(b, info.bf16);
+      dnnl::matmul::primitive_desc pd({a_in, b_in, c}, cpu_engine());
+      return std::make_unique<LayoutKernel>(
+          dnnl::matmul(pd), std::vector<LayoutKernel::Arg>{{DNNL_ARG_SRC, a, a_in, 1},
+                                                           {DNNL_ARG_WEIGHTS, b, b_in, 2},
+                                                           {DNNL_ARG_DST, c, c, -1}});
     });
   };
 }

@@ -112,7 +112,9 @@ auto bn_backward_ref = [](auto t, const KernelInfo& info, const KernelArgs& a) {
 // plain layout with its generic C++ implementation (ncsp_bnorm), and these loops, channels
 // in parallel and vectorized along rows (or across channels for [N, C]), took dcgan's batch
 // norms from 42 to 13 ms per step on one thread (see README, Performance).
-// Statistics are summed in double per row, so a channel's sum is exact to f32.
+// Statistics are summed in double (eight partial sums per row, so that the loop
+// vectorizes), and normalization subtracts the mean before it scales, so that a channel
+// whose mean is large against its spread loses nothing to cancellation.
 template <class F>
 void per_channel(const Chan& q, F f) {
 #pragma omp parallel for schedule(static) if (q.c > 1 && q.n * q.c * q.inner > (1 << 14))
@@ -134,18 +136,30 @@ double channel_sum(const Chan& q, int64_t k, F f) {
   double total = 0;
   for (int64_t i = 0; i < q.n; ++i) {
     const int64_t row = (i * q.c + k) * q.inner;
-    float s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < q.inner; ++j) s += f(row + j);
-    total += s;
+    double part[8] = {};
+    int64_t j = 0;
+    for (; j + 8 <= q.inner; j += 8)
+      for (int l = 0; l < 8; ++l) part[l] += double(f(row + j + l));
+    for (; j < q.inner; ++j) total += double(f(row + j));
+    for (double v : part) total += v;
   }
   return total;
+}
+
+// The slope below zero of the activation batch_norm_act applies (1: none; 0: relu).
+float negative_slope(const json& attrs) {
+  const std::string act = attrs.value("activation", "");
+  if (act.empty()) return 1;
+  return act == "leaky_relu" ? attrs.at("alpha").get<float>() : 0.f;
 }
 
 class PlanarBatchNorm : public Kernel {
  public:
   explicit PlanarBatchNorm(const KernelInfo& info)
-      : q_(chan(info.in[0])), m_(info.attrs.at("momentum")), eps_(info.attrs.at("eps")) {}
+      : q_(chan(info.in[0])),
+        m_(info.attrs.at("momentum")),
+        eps_(info.attrs.at("eps")),
+        slope_(negative_slope(info.attrs)) {}
   void run(const KernelArgs& a) override {
     const float *x = in_ptr<float>(a, 0), *gamma = in_ptr<float>(a, 1), *beta = in_ptr<float>(a, 2);
     float *rm = a.in[3]->data<float>(), *rv = a.in[4]->data<float>();
@@ -153,6 +167,7 @@ class PlanarBatchNorm : public Kernel {
     const Chan q = q_;
     const double count = double(q.n * q.inner), eps = eps_;
     const bool training = a.ctx->training;
+    const float slope = slope_;
     if (q.inner == 1) {  // [N, C]: a channel is a column; vectorize across channels
       per_block(q, [=](int64_t k0, int64_t k1) {
         double s[kBlock] = {}, ss[kBlock] = {};
@@ -184,13 +199,16 @@ class PlanarBatchNorm : public Kernel {
         }
         for (int64_t k = 0; k < w; ++k) {
           scale[k] = float(double(gamma[k0 + k]) / std::sqrt(double(var[k0 + k]) + eps));
-          shift[k] = float(double(beta[k0 + k]) - double(mean[k0 + k]) * scale[k]);
+          shift[k] = beta[k0 + k];
         }
         for (int64_t i = 0; i < q.n; ++i) {
           const float* r = x + i * q.c + k0;
           float* o = y + i * q.c + k0;
 #pragma omp simd
-          for (int64_t k = 0; k < w; ++k) o[k] = r[k] * scale[k] + shift[k];
+          for (int64_t k = 0; k < w; ++k) {
+            const float v = (r[k] - mean[k0 + k]) * scale[k] + shift[k];
+            o[k] = v > 0 ? v : slope * v;
+          }
         }
       });
       if (training) update_running(rm, rv, mean, var, q.c, m_, q.n);
@@ -211,12 +229,15 @@ class PlanarBatchNorm : public Kernel {
         mean[k] = rm[k];
         var[k] = rv[k];
       }
-      const float scale = float(double(gamma[k]) / std::sqrt(double(var[k]) + eps)),
-                  shift = float(double(beta[k]) - double(mean[k]) * scale);
+      const float scale = float(double(gamma[k]) / std::sqrt(double(var[k]) + eps)), mu = mean[k],
+                  shift = beta[k];
       for (int64_t i = 0; i < q.n; ++i) {
         const int64_t row = (i * q.c + k) * q.inner;
 #pragma omp simd
-        for (int64_t j = 0; j < q.inner; ++j) y[row + j] = x[row + j] * scale + shift;
+        for (int64_t j = 0; j < q.inner; ++j) {
+          const float v = (x[row + j] - mu) * scale + shift;
+          y[row + j] = v > 0 ? v : slope * v;
+        }
       }
     });
     if (training) update_running(rm, rv, mean, var, q.c, m_, q.n * q.inner);
@@ -225,6 +246,7 @@ class PlanarBatchNorm : public Kernel {
  private:
   Chan q_;
   double m_, eps_;
+  float slope_;
 };
 
 class PlanarBatchNormBackward : public Kernel {
@@ -258,13 +280,13 @@ class PlanarBatchNormBackward : public Kernel {
           dgamma[k0 + k] = float(sx);
           ca[k] = float(g);
           cb[k] = float(-g / count * sx * inv);
-          cc[k] = float(-g / count * (sdy[k] - double(mu[k]) * sx * inv));
+          cc[k] = float(-g / count * sdy[k]);
         }
         for (int64_t i = 0; i < q.n; ++i) {
           const float *d = dy + i * q.c + k0, *r = x + i * q.c + k0;
           float* o = dx + i * q.c + k0;
 #pragma omp simd
-          for (int64_t k = 0; k < w; ++k) o[k] = ca[k] * d[k] + cb[k] * r[k] + cc[k];
+          for (int64_t k = 0; k < w; ++k) o[k] = ca[k] * d[k] + cb[k] * (r[k] - mu[k]) + cc[k];
         }
       });
       return;
@@ -277,14 +299,14 @@ class PlanarBatchNormBackward : public Kernel {
           inv * channel_sum(q, k, [=](int64_t at) { return dy[at] * (x[at] - mu); });
       dbeta[k] = float(sdy);
       dgamma[k] = float(sdyx);
-      // dx = gamma inv / count (count dy - sdy - xhat sdyx), as a dy + b x + c.
+      // dx = gamma inv / count (count dy - sdy - xhat sdyx), as a dy + b (x - mean) + c.
       const double g = double(gamma[k]) * inv;
-      const float ca = float(g), cb = float(-g / count * sdyx * inv),
-                  cc = float(-g / count * (sdy - double(mu) * sdyx * inv));
+      const float ca = float(g), cb = float(-g / count * sdyx * inv), cc = float(-g / count * sdy);
       for (int64_t i = 0; i < q.n; ++i) {
         const int64_t row = (i * q.c + k) * q.inner;
 #pragma omp simd
-        for (int64_t j = 0; j < q.inner; ++j) dx[row + j] = ca * dy[row + j] + cb * x[row + j] + cc;
+        for (int64_t j = 0; j < q.inner; ++j)
+          dx[row + j] = ca * dy[row + j] + cb * (x[row + j] - mu) + cc;
       }
     });
   }
@@ -359,6 +381,44 @@ WEFT_OP(batch_norm)
                      {{5, 4}, {4}, {4}, {4}, {4}},
                      {{16, 600}, {600}, {600}, {600}, {600}},  // the [N, C] kernel's blocks
                      {{2, 3, 9, 9}, {3}, {3}, {3}, {3}}},
+           .ranges = {{-2, 2}, {0.5, 2}, {-1, 1}, {-1, 1}, {0.5, 2}},
+           .no_grad_inputs = {3, 4},
+           .expect_kernel = "planar"});
+
+WEFT_OP(batch_norm_act)
+    .doc("batch_norm followed by relu or leaky_relu, made by the fusion pass (one pass over y)")
+    .internal("produced by the fusion pass; differentiate batch_norm and the activation instead")
+    .input("x")
+    .input("gamma")
+    .input("beta")
+    .input("running_mean")
+    .input("running_var")
+    .output("y")
+    .output("mean")
+    .output("var")
+    .attr("momentum", AttrType::Float, 0.1, "weight of the new batch in the running statistics")
+    .attr("eps", AttrType::Float, 1e-5, "added to the variance")
+    .attr("gamma_init", AttrType::Initializer, "ones", "unused")
+    .choice("activation", {"relu", "leaky_relu"}, "relu", "the activation")
+    .attr("alpha", AttrType::Float, 0.0, "leaky_relu's slope")
+    .shape(bn_rule)
+    .mutates({3, 4})
+    .kernel(
+        0, DType::f32, "planar",
+        [](const KernelInfo& info, std::string&) -> std::unique_ptr<Kernel> {
+          return std::make_unique<PlanarBatchNorm>(info);
+        },
+        2)
+    .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
+      using T = decltype(t);
+      bn_ref(t, info, a);
+      const double slope = negative_slope(info.attrs);
+      T* y = out_ptr<T>(a, 0);
+      for (int64_t i = 0; i < a.out[0]->numel(); ++i)
+        if (!(y[i] > 0)) y[i] = T(slope * double(y[i]));
+    }))
+    .test({.cases = {{{4, 3, 2, 2}, {3}, {3}, {3}, {3}}, {{16, 600}, {600}, {600}, {600}, {600}}},
+           .attrs = {{"activation", "leaky_relu"}, {"alpha", 0.2}},
            .ranges = {{-2, 2}, {0.5, 2}, {-1, 1}, {-1, 1}, {0.5, 2}},
            .no_grad_inputs = {3, 4},
            .expect_kernel = "planar"});

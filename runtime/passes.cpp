@@ -54,6 +54,56 @@ int fuse_linear_activation(std::vector<PlanNode>& nodes, const std::vector<Value
   return count;
 }
 
+int fuse_batch_norm_activation(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets) {
+  const OpDef* fused = Registry::get().find("batch_norm_act");
+  if (!fused) return 0;
+  static const std::set<std::string> acts = {"relu", "leaky_relu"};
+  std::map<std::pair<int, int>, int> uses;  // per output
+  std::map<int, int> pos;
+  for (size_t k = 0; k < nodes.size(); ++k) {
+    pos[nodes[k].id] = int(k);
+    for (auto v : nodes[k].in) uses[{v.node, v.out}]++;
+  }
+  for (auto t : targets) uses[{t.node, t.out}] += 1000;  // a target must stay visible
+  int count = 0;
+  std::vector<char> dead(nodes.size(), 0);
+  std::map<int, int> moved;  // a fused batch norm's id -> the fused node's
+  for (size_t a = 0; a < nodes.size(); ++a) {
+    PlanNode& n = nodes[a];
+    if (!acts.count(n.def->name)) continue;
+    auto it = pos.find(n.in[0].node);
+    if (it == pos.end() || n.in[0].out != 0) continue;
+    const int b = it->second;
+    PlanNode& bn = nodes[b];
+    if (bn.def->name != "batch_norm" || uses[{bn.id, 0}] != 1 || uses[{bn.id, 1}] >= 1000 ||
+        uses[{bn.id, 2}] >= 1000)
+      continue;
+    // The statistics move to the activation's place: no node between may read them.
+    bool read_early = false;
+    for (int k = b + 1; k < int(a); ++k)
+      for (auto v : nodes[k].in) read_early |= v.node == bn.id;
+    if (read_early) continue;
+    json attrs = bn.attrs;
+    attrs["activation"] = n.def->name;
+    attrs["alpha"] = n.def->name == "leaky_relu" ? n.attrs.at("alpha").get<double>() : 0.0;
+    n.def = fused;
+    n.in = bn.in;
+    n.attrs = attrs;
+    n.shapes = {n.shapes[0], bn.shapes[1], bn.shapes[2]};
+    moved[bn.id] = n.id;
+    dead[b] = 1;
+    ++count;
+  }
+  for (auto& n : nodes)
+    for (auto& v : n.in)
+      if (moved.count(v.node)) v.node = moved[v.node];  // outputs 1 and 2 keep their index
+  std::vector<PlanNode> kept;
+  for (size_t k = 0; k < nodes.size(); ++k)
+    if (!dead[k]) kept.push_back(std::move(nodes[k]));
+  nodes = std::move(kept);
+  return count;
+}
+
 int skip_broadcasts(std::vector<PlanNode>& nodes) {
   static const std::set<std::string> elementwise = {"add", "sub", "mul", "div"};
   std::map<int, const PlanNode*> by_id;

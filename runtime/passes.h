@@ -25,6 +25,9 @@ struct PlanNode {
 std::vector<PlanNode> live_nodes(const Graph& g, const std::vector<ValueId>& targets);
 // Returns the number of fusions made.
 int fuse_linear_activation(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets);
+// batch_norm whose output only relu or leaky_relu reads becomes one batch_norm_act node (the
+// activation applied in batch norm's last pass); its statistics keep their output indices.
+int fuse_batch_norm_activation(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets);
 // An elementwise op reading broadcast_like(s, ref) reads s directly when its own
 // broadcasting gives the same result (gradients of sums feed such chains), sparing a
 // tensor-sized write and read. Returns the number of inputs rewritten.

@@ -99,6 +99,12 @@ static std::unique_ptr<Kernel> make_kernel(const OpDef& def, const KernelInfo& i
     throw Error("", where,
                 fmt::format("no {} kernel for op {} on {}{}{}", dtype_name(info.dtype), def.name,
                             device_name(info.device), reasons.empty() ? "" : ": ", skipped));
+  // The reference kernels compute in the plan's dtype: a matrix product there would quietly
+  // not be bf16.
+  if (info.bf16 && def.is_dense && kernel_name == "reference")
+    throw Error(
+        "", where,
+        fmt::format("--precision bf16: no bf16 kernel takes op {} here ({})", def.name, skipped));
   return k;
 }
 
@@ -279,7 +285,9 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
   std::vector<PlanNode> nodes = live_nodes(g, targets);
   if (opt.fuse) {
     skip_broadcasts(nodes);
-    if (opt.dtype == DType::f32) plan->fusions = fuse_linear_activation(nodes, targets);
+    if (opt.dtype == DType::f32)
+      plan->fusions =
+          fuse_linear_activation(nodes, targets) + fuse_batch_norm_activation(nodes, targets);
     prune(nodes, targets);
   }
 

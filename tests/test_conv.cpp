@@ -218,3 +218,56 @@ TEST_CASE("--precision bf16: every matrix product and convolution within bf16's 
     CHECK(from_f32 > 0);
   }
 }
+
+TEST_CASE("batch norm's f32 kernels on tensors large enough to run in parallel, mean far from 0") {
+  // The op sweep's cases are small; here the kernels' parallel branches run, on data whose
+  // mean (3) is large against its spread (0.25), where computing x * scale + shift instead
+  // of (x - mean) * scale + beta would lose digits. The f64 reference reads the same values.
+  for (const Dims& x : {Dims{32, 600}, Dims{8, 16, 16, 16}}) {
+    INFO(dims_str(x));
+    const int64_t c = x[1];
+    auto make = [&](uint64_t key, double offset, double spread, const Dims& d) {
+      Tensor t = random(DType::f32, d, key);
+      for (int64_t i = 0; i < t.numel(); ++i) t.set(i, offset + spread * t.at(i));
+      return t;
+    };
+    const Tensor xs = make(1, 3, 0.25, x), dy = make(2, 0, 1, x), gamma = make(3, 1, 0.5, {c}),
+                 beta = make(4, 0, 1, {c});
+    auto run = [&](DType dt) {
+      Graph g;
+      Builder b(g);
+      PlanOptions opt;
+      opt.dtype = dt;
+      std::vector<Val> in;
+      const std::vector<std::pair<std::string, Tensor>> bound = {{"x", xs},
+                                                                 {"gamma", gamma},
+                                                                 {"beta", beta},
+                                                                 {"rm", make(5, 0, 0, {c})},
+                                                                 {"rv", make(6, 1, 0, {c})},
+                                                                 {"dy", dy}};
+      for (auto& [name, t] : bound) {
+        in.push_back(b.input(name, shape_of(t.shape())));
+        opt.bindings[name] = t.to(dt);
+      }
+      std::vector<Val> fwd =
+          b.ops("batch_norm", {in[0], in[1], in[2], in[3], in[4]}, json::object());
+      std::vector<Val> back =
+          b.ops("batch_norm_backward", {in[5], in[0], in[1], fwd[1], fwd[2]}, json::object());
+      auto plan = compile_plan(
+          g, {fwd[0].id, fwd[1].id, fwd[2].id, back[0].id, back[1].id, back[2].id}, opt);
+      run_plan(*plan, RunContext{}, false);
+      std::vector<Tensor> out;
+      for (size_t i = 0; i < 6; ++i) out.push_back(plan->target(i).to(DType::f64));
+      return out;
+    };
+    const std::vector<Tensor> want = run(DType::f64), got = run(DType::f32);
+    for (size_t o = 0; o < want.size(); ++o) {
+      double scale = 0, worst = 0;
+      for (int64_t i = 0; i < want[o].numel(); ++i)
+        scale = std::max(scale, std::abs(want[o].at(i)));
+      for (int64_t i = 0; i < want[o].numel(); ++i)
+        worst = std::max(worst, std::abs(got[o].at(i) - want[o].at(i)));
+      CHECK_MESSAGE(worst <= 2e-6 * scale, "output ", o, ": ", worst, " against ", scale);
+    }
+  }
+}

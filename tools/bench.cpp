@@ -40,6 +40,11 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
   for (int64_t i = 0; i < warmup; ++i) s.train_step();
   // Whole training steps as `weft train` runs them, unprofiled: the throughput.
   s.input_seconds = s.optimizer_seconds = 0;
+  // How often each phase runs in these steps (a phase may be active for some steps only).
+  std::vector<int64_t> active(s.phases.size(), 0);
+  for (int64_t i = 0; i < steps; ++i)
+    for (size_t pi = 0; pi < s.phases.size(); ++pi)
+      active[pi] += s.phases[pi].spec.active_at(s.step + i) ? s.phases[pi].spec.repeat : 0;
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) s.train_step();
   const double secs = seconds_since(t0), per_step = 1e3 / double(steps);
@@ -53,12 +58,13 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
   int64_t steps_per_train_step = 0;
   for (size_t pi = 0; pi < s.phases.size(); ++pi) {
     Plan& plan = *s.phases[pi].bound.plan;
-    const int repeat = s.phases[pi].spec.repeat;
+    const int64_t runs = active[pi];  // of this phase's plan in the timed steps
+    if (runs == 0) continue;
     StepTimes t;
     RunContext ctx{s.model.train.seed, uint64_t(s.step), uint64_t(pi) * 1024, true};
     // Unprofiled and profiled runs alternate, so that their difference, the executor's own
     // cost between kernels, is not a drift of the machine's speed between two passes.
-    for (int64_t i = 0; i < steps * repeat; ++i) {
+    for (int64_t i = 0; i < runs; ++i) {
       auto t1 = std::chrono::steady_clock::now();
       run_plan(plan, ctx, false, nullptr);
       unprofiled_ms += 1e3 * seconds_since(t1) / double(steps);
@@ -71,15 +77,16 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
           {ms, fmt::format("{} {} [{}]", st.name, st.op, dims_str(plan.slots[st.out[0]].shape()))});
       const std::string key = st.op + " (" + st.kernel_name + ")";
       by_op[key] += ms;
-      count_op[key] += repeat;
+      count_op[key] += int(runs / steps);
       kernels_ms += ms;
-      flops += st.flops * repeat;
+      const double share = double(runs) / double(steps);  // runs per training step
+      flops += st.flops * share;
       if (st.dense) {
-        floor_ms += 1e3 * alone_seconds(st, ctx, 10) * repeat;
-        dense_flops += st.flops * repeat;
+        floor_ms += 1e3 * alone_seconds(st, ctx, 10) * share;
+        dense_flops += st.flops * share;
       }
     }
-    steps_per_train_step += int64_t(plan.steps.size()) * repeat;
+    steps_per_train_step += int64_t(plan.steps.size()) * runs / steps;
   }
   fmt::print("{}: batch {}, {} steps after {} warm-up\n", m.file, s.model.train.batch, steps,
              warmup);

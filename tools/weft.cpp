@@ -309,7 +309,9 @@ json sample_quality(Session& gen, const Common& o, const Classifier& c) {
     if (!cm.outputs.count(out))
       throw Error(c.graph, "/outputs",
                   fmt::format("a classifier for --classifier names \"{}\" among its outputs", out));
-  Session cs(cm, session_options(o));
+  SessionOptions so = session_options(o);
+  so.bf16 = false;  // the yardstick measures in f32 whatever precision made the samples
+  Session cs(cm, so);
   cs.load_checkpoint(c.checkpoint, false);
   const Dataset* test = cs.dataset("test");
   const int64_t n = test->n, chunk = 500;
@@ -338,12 +340,13 @@ json sample_quality(Session& gen, const Common& o, const Classifier& c) {
     if (h - 2 * b != test->rows || w - 2 * b != test->cols)
       throw Error(
           o.graph, "/outputs/samples",
-          fmt::format("--classifier reads {}x{} images; the samples are {}{}", test->rows,
-                      test->cols, h ? fmt::format("{}x{}", h, w) : fmt::format("{} values", per),
-                      b ? fmt::format(", {}x{} after --crop {}", h - 2 * b, w - 2 * b, b)
-                      : h > test->rows && (h - test->rows) % 2 == 0 && w - h == 0
-                          ? fmt::format(" (--crop {} measures their centre)", (h - test->rows) / 2)
-                          : ""));
+          fmt::format(
+              "--classifier reads {}x{} images; the samples are {}{}", test->rows, test->cols,
+              h ? fmt::format("{}x{}", h, w) : fmt::format("{} values", per),
+              b && h ? fmt::format(", {}x{} after --crop {}", h - 2 * b, w - 2 * b, b)
+              : h > test->rows && (h - test->rows) % 2 == 0 && w - test->cols == h - test->rows
+                  ? fmt::format(" (--crop {} measures their centre)", (h - test->rows) / 2)
+                  : ""));
     const double* d = t.data<double>();
     for (int64_t i = 0; i < k; ++i)
       for (int64_t y = b; y < h - b; ++y)
@@ -745,7 +748,8 @@ int main(int argc, char** argv) {
   eval->add_option("--crop", classifier.crop,
                    "remove N pixels from each side of a sample before the classifier reads it "
                    "(a generator of padded images)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::NonNegativeNumber)
+      ->needs("--classifier");
   table["eval"] = [&] { return cmd_eval(o, ckpt, split, classifier); };
 
   auto* probe = app.add_subcommand(
