@@ -358,6 +358,7 @@ def main():
     atens = args.aten.split(",") if args.aten else (["default", "avx512"] if has_avx512 else ["default"])
     print(f"CPU: {cpu} ({ident}), {isa}; {len(os.sched_getaffinity(0))} cores available, --threads {args.threads}")
     rate = lambda out: float(re.search(r"([\d.]+) samples/s", out).group(1))
+    floor_share = lambda out: float(re.search(r"runs at (\d+)% of the floor", out).group(1))
     summary, infos_shown = [], set()
     torch_version = "?"
     for name in args.models:
@@ -370,7 +371,7 @@ def main():
         env_weft = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         weft_cmd = [args.weft, "bench", os.path.join(ROOT, "graphs", name + ".json"), "--threads", str(args.threads),
                     "--steps", str(steps), "--warmup", str(args.warmup), "--batch", str(batch)]
-        w_rates, t_rates, ratios, w_mem, t_mem = [], [], [], 0.0, 0.0
+        w_rates, t_rates, ratios, w_floor, w_mem, t_mem = [], [], [], [], 0.0, 0.0
         for r in range(args.rounds):
             order = ("weft", "torch") if r % 2 == 0 else ("torch", "weft")  # neither always goes first
             got = {}
@@ -380,6 +381,7 @@ def main():
                     if rc != 0:
                         sys.exit(f"failed ({rc}): {' '.join(weft_cmd)}\n{out}")
                     got["weft"] = rate(out)
+                    w_floor.append(floor_share(out))
                     w_mem = max(w_mem, mem)
                 else:
                     key = json.dumps([cfg, mkldnn])
@@ -402,22 +404,24 @@ def main():
             print(f"  round {r + 1}: weft {got['weft']:>9,.0f}  torch {got['torch']:>9,.0f} samples/s"
                   f"  ratio {ratios[-1]:.2f}")
         row = (name, batch, statistics.median(w_rates), statistics.median(t_rates), statistics.median(ratios),
-               w_mem, t_mem, chosen)
+               w_mem, t_mem, chosen, statistics.median(w_floor))
         summary.append(row)
         print(f"  median: weft {row[2]:,.0f}, torch {row[3]:,.0f} samples/s, ratio {row[4]:.2f} "
-              f"(rounds {min(ratios):.2f}-{max(ratios):.2f}); peak memory weft {w_mem:.0f} MiB, torch {t_mem:.0f} MiB")
+              f"(rounds {min(ratios):.2f}-{max(ratios):.2f}); weft at {row[8]:.0f}% of its floor; "
+              f"peak memory weft {w_mem:.0f} MiB, torch {t_mem:.0f} MiB")
 
     print(f"\n{cpu} ({ident}), {isa}; torch {torch_version}; {args.threads} threads; "
           f"medians of {args.rounds} alternating rounds")
-    print(f"{'model':<10} {'batch':>5} {'weft/s':>9} {'torch/s':>9} {'ratio':>6} {'weft MiB':>9} {'torch MiB':>9}"
-          "  PyTorch configuration")
-    for name, batch, w, t, ratio, wm, tm, chosen in summary:
-        print(f"{name:<10} {batch:>5} {w:>9,.0f} {t:>9,.0f} {ratio:>6.2f} {wm:>9.0f} {tm:>9.0f}  {chosen}")
+    print(f"{'model':<10} {'batch':>5} {'weft/s':>9} {'torch/s':>9} {'ratio':>6} {'floor':>6} {'weft MiB':>9}"
+          f" {'torch MiB':>9}  PyTorch configuration")
+    for name, batch, w, t, ratio, wm, tm, chosen, fl in summary:
+        print(f"{name:<10} {batch:>5} {w:>9,.0f} {t:>9,.0f} {ratio:>6.2f} {fl:>5.0f}% {wm:>9.0f} {tm:>9.0f}  {chosen}")
     if args.markdown:
-        print("\n| model | batch | weft samples/s | PyTorch samples/s | weft / PyTorch | peak memory weft / PyTorch "
-              "| PyTorch configuration |\n| --- | --- | --- | --- | --- | --- | --- |")
-        for name, batch, w, t, ratio, wm, tm, chosen in summary:
-            print(f"| {name} | {batch} | {w:,.0f} | {t:,.0f} | {ratio:.2f} | {wm:.0f} / {tm:.0f} MiB | {chosen} |")
+        print("\n| model | batch | weft samples/s | PyTorch samples/s | weft / PyTorch | weft's share of its floor "
+              "| peak memory weft / PyTorch | PyTorch configuration |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for name, batch, w, t, ratio, wm, tm, chosen, fl in summary:
+            print(f"| {name} | {batch} | {w:,.0f} | {t:,.0f} | {ratio:.2f} | {fl:.0f}% | {wm:.0f} / {tm:.0f} MiB "
+                  f"| {chosen} |")
 
 
 if __name__ == "__main__":
