@@ -318,22 +318,27 @@ class PlanarBatchNormBackward : public Kernel {
   double eps_;
 };
 
+// The inputs, outputs and attributes batch_norm and batch_norm_act share.
+OpDef& bn_schema(OpDef& d) {
+  return d.input("x")
+      .input("gamma")
+      .input("beta")
+      .input("running_mean")
+      .input("running_var")
+      .output("y")
+      .output("mean")
+      .output("var")
+      .attr("momentum", AttrType::Float, 0.1, "weight of the new batch in the running statistics")
+      .attr("eps", AttrType::Float, 1e-5, "added to the variance");
+}
+
 }  // namespace
 
 WEFT_OP(batch_norm)
     .doc(
         "per-channel normalization over the batch (and space) while training, by running "
         "statistics in inference")
-    .input("x")
-    .input("gamma")
-    .input("beta")
-    .input("running_mean")
-    .input("running_var")
-    .output("y")
-    .output("mean")
-    .output("var")
-    .attr("momentum", AttrType::Float, 0.1, "weight of the new batch in the running statistics")
-    .attr("eps", AttrType::Float, 1e-5, "added to the variance")
+    .with(bn_schema)
     .attr("gamma_init", AttrType::Initializer, "ones", "initializer of the scale (as a layer)")
     .shape(bn_rule)
     .mutates({3, 4})
@@ -390,16 +395,7 @@ WEFT_OP(batch_norm)
 WEFT_OP(batch_norm_act)
     .doc("batch_norm followed by relu or leaky_relu, made by the fusion pass (one pass over y)")
     .internal("produced by the fusion pass; differentiate batch_norm and the activation instead")
-    .input("x")
-    .input("gamma")
-    .input("beta")
-    .input("running_mean")
-    .input("running_var")
-    .output("y")
-    .output("mean")
-    .output("var")
-    .attr("momentum", AttrType::Float, 0.1, "weight of the new batch in the running statistics")
-    .attr("eps", AttrType::Float, 1e-5, "added to the variance")
+    .with(bn_schema)
     .attr("gamma_init", AttrType::Initializer, "ones", "unused")
     .choice("activation", {"relu", "leaky_relu"}, "relu", "the activation")
     .attr("alpha", AttrType::Float, 0.0, "leaky_relu's slope")
