@@ -2,6 +2,7 @@
 // element), so a run resumed from a checkpoint draws what it would have drawn anyway.
 #include "ops/common.h"
 #include "runtime/rng.h"
+#include "runtime/sources.h"
 
 namespace weft::ops {
 
@@ -39,5 +40,40 @@ WEFT_OP(dropout)
       return std::vector<Val>{d ? d * g.output(1) : Val{}};
     })
     .test({.cases = {{{6, 5}}}, .attrs = {{"p", 0.3}}, .order = 2});
+
+// The trainer's noise inputs ({"normal": ...}, {"uniform": ...}) as ops, so that a device
+// with kernels for them draws its noise where it is used instead of receiving it from the
+// host. The stream is the kernel's node_key; the values are the ones the host draws
+// (draw_noise in runtime/sources.h), so a run is the same wherever its noise is drawn.
+std::vector<Shape> noise_shape(const ShapeContext&) {
+  throw ShapeError("made by the trainer for a noise input, not by graphs");
+}
+
+template <bool Normal>
+std::vector<KernelEntry> noise_kernels() {
+  std::vector<KernelEntry> r = reference([](auto, const KernelInfo& info, const KernelArgs& a) {
+    draw_noise(Normal, *a.out[0], info.attrs.at("a"), info.attrs.at("b"), a.node_key);
+  });
+  for (auto& e : r) e.name = "cpu";
+  return r;
+}
+
+WEFT_OP(noise_normal)
+    .doc("a noise input's values: a + b * N(0, 1), element i drawn from (node_key, i)")
+    .output("y")
+    .attr("a", AttrType::Float, 0.0, "mean")
+    .attr("b", AttrType::Float, 1.0, "standard deviation")
+    .shape(noise_shape)
+    .internal("drawn by the trainer for a noise input")
+    .kernels(noise_kernels<true>());
+
+WEFT_OP(noise_uniform)
+    .doc("a noise input's values: uniform in [a, b), element i drawn from (node_key, i)")
+    .output("y")
+    .attr("a", AttrType::Float, -1.0, "low")
+    .attr("b", AttrType::Float, 1.0, "high")
+    .shape(noise_shape)
+    .internal("drawn by the trainer for a noise input")
+    .kernels(noise_kernels<false>());
 
 }  // namespace weft::ops

@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define WEFT_PLUGIN_ABI_VERSION 1
+#define WEFT_PLUGIN_ABI_VERSION 2
 #define WEFT_MAX_DIMS 8
 
 #if defined(__GNUC__)
@@ -31,6 +31,11 @@ extern "C" {
 #else
 #define WEFT_EXPORT
 #endif
+
+/* Every struct a plugin fills starts with `size`, set to sizeof the struct as the plugin
+ * was compiled: fields added at the end of a struct later leave older plugins working
+ * (weft reads only what `size` covers). Structs weft fills carry a size too, so that a
+ * plugin can tell whether a field it wants exists. */
 
 typedef enum weft_dtype { WEFT_F32 = 0, WEFT_F64 = 1 } weft_dtype;
 
@@ -47,29 +52,79 @@ typedef struct weft_tensor {
 } weft_tensor;
 
 struct weft_call;
+struct weft_kernel_setup;
 
 /* What the host offers a plugin, valid for the life of the process. */
 typedef struct weft_host {
   uint32_t abi_version;
+  size_t size;
   void* (*alloc)(size_t bytes); /* 64-byte aligned host memory, zeroed */
   void (*free)(void* p);
   void (*log)(const char* plugin, const char* message);
   /* From inside a kernel: the reason it is about to return non-zero. */
   void (*report_error)(const struct weft_call* call, const char* message);
+  /* weft's own CPU kernel for a node, for a device whose memory the host can address
+   * (host memory behind a device interface, unified memory): made from the same setup a
+   * kernel's `create` gets (the device field is ignored), run on the pointers it is
+   * given, destroyed with the plan. Returns 0, or non-zero with the reason in `why`. */
+  int (*cpu_kernel_create)(const struct weft_kernel_setup* setup, void** kernel, char* why,
+                           size_t why_size);
+  int (*cpu_kernel_run)(void* kernel, const struct weft_call* call, const weft_tensor* in,
+                        int32_t n_in, weft_tensor* out, int32_t n_out);
+  void (*cpu_kernel_destroy)(void* kernel);
 } weft_host;
+
+/* What a kernel's `create` gets when a plan is compiled: the node, concrete shapes, and
+ * the device it will run on. Pointers are valid during the call only. */
+typedef struct weft_kernel_setup {
+  size_t size;
+  const char* op;
+  const char* node;
+  const char* attrs; /* the node's attributes as a JSON object, defaults filled */
+  weft_dtype dtype;
+  int32_t device;
+  void* device_context; /* the device's `context` (NULL on the CPU) */
+  int32_t n_in, n_out;
+  const int32_t* in_ndim;
+  const int64_t (*in_shape)[WEFT_MAX_DIMS];
+  const int32_t* out_ndim;
+  const int64_t (*out_shape)[WEFT_MAX_DIMS];
+} weft_kernel_setup;
 
 /* Passed to each kernel run. */
 typedef struct weft_call {
+  size_t size;
   const weft_host* host;
-  void* host_data;               /* the host's own; do not touch */
-  const char* attrs;             /* the node's attributes as a JSON object, defaults filled */
-  uint64_t seed, step, node_key; /* for kernels that draw random numbers */
-  int32_t training;              /* 1 while training, 0 in inference (sample, encode) */
+  void* host_data;   /* the host's own; do not touch */
+  const char* attrs; /* the node's attributes as a JSON object, defaults filled */
+  /* For kernels that draw random numbers: every draw is a function of these four. */
+  uint64_t seed, step, phase, node_key;
+  int32_t training;     /* 1 while training, 0 in inference (sample, encode) */
+  void* state;          /* what the kernel's `create` made for this node, or NULL */
+  void* device_context; /* the device's `context` (NULL on the CPU) */
+  void* stream;         /* the device's stream to launch on (NULL on the CPU) */
+  void* workspace;      /* `workspace_bytes` from `create`, on the kernel's device */
+  size_t workspace_bytes;
+  /* Values that change from call to call, passed by value like a launch's arguments (the
+   * optimizers' step sizes); the op's documentation says what each is. */
+  const double* scalars;
+  int32_t n_scalars;
 } weft_call;
 
-/* Returns 0 on success; otherwise calls call->host->report_error and returns non-zero. */
+/* Returns 0 on success; otherwise calls call->host->report_error and returns non-zero.
+ * On a device with a stream the kernel may return before its work is done: weft waits
+ * (the device's sync) only where the host reads device memory. */
 typedef int (*weft_kernel_fn)(const weft_call* call, const weft_tensor* in, int32_t n_in,
                               weft_tensor* out, int32_t n_out);
+
+/* Called once per node when a plan is compiled, with its concrete shapes: make what every
+ * run of the node reuses (descriptors, a chosen algorithm) and store it in *state; ask for
+ * a workspace by setting *workspace_bytes (weft allocates it on the device, once). Return
+ * 0, or decline the node with a reason in `why` and non-zero: weft then tries the next
+ * kernel for the op (and says why with WEFT_VERBOSE=dispatch). */
+typedef int (*weft_kernel_create_fn)(const weft_kernel_setup* setup, void** state,
+                                     size_t* workspace_bytes, char* why, size_t why_size);
+typedef void (*weft_kernel_destroy_fn)(void* state); /* when the plan goes */
 
 /* A shape rule. Shapes are symbolic in the batch: a dimension d >= 0 is d, a dimension
  * d < 0 is -d times the batch size B (so -1 is B, -2 is 2B). Fill out_ndim and out_shape
@@ -105,6 +160,7 @@ typedef int (*weft_shape_fn)(const weft_shape_call* call);
  *   {"cases": [[[2, 3, 4, 4]]], "attrs": {...}, "low": -2, "high": 2, "order": 2}
  */
 typedef struct weft_op_def {
+  size_t size;
   const char* name;
   const char* doc;
   const char* inputs;  /* comma-separated names, e.g. "dy,x" */
@@ -115,23 +171,42 @@ typedef struct weft_op_def {
   const char* test;
 } weft_op_def;
 
-/* A kernel for one (op, device, dtype). */
+/* A kernel for one (op, device, dtype). create and destroy may be NULL. */
 typedef struct weft_kernel_def {
+  size_t size;
   const char* op;
   int32_t device;
   weft_dtype dtype;
   const char* name; /* shown by `weft ops` and WEFT_VERBOSE=dispatch */
   weft_kernel_fn run;
+  weft_kernel_create_fn create;
+  weft_kernel_destroy_fn destroy;
 } weft_kernel_def;
 
-/* A device: memory and copies. All return 0 on success. */
+/* A device: memory, one stream, copies. Every function gets the device's `context`.
+ * Those returning int return 0 on success. Copies and zeroing are queued on `stream` and
+ * may return before they are done, except that copy_from_host must have read `host_src`
+ * when it returns (weft reuses that buffer at once). weft calls sync before it reads host
+ * memory that a copy_to_host wrote. */
 typedef struct weft_device_def {
+  size_t size;
   const char* name;
-  void* (*alloc)(size_t bytes);
-  void (*free)(void* p);
-  int (*copy_to_host)(void* host_dst, const void* device_src, size_t bytes);
-  int (*copy_from_host)(void* device_dst, const void* host_src, size_t bytes);
-  int (*sync)(void);
+  void* context;
+  /* 0 if the device can be used; otherwise the reason in `why` (no driver, no device):
+   * weft refuses --device with it. The plugin still loads. */
+  int (*available)(void* context, char* why, size_t why_size);
+  void* (*alloc)(void* context, size_t bytes); /* NULL when out of memory */
+  void (*free)(void* context, void* p);
+  /* The stream every call on the device uses, made when weft first needs it and kept for
+   * the life of the process; NULL from it is an error. */
+  void* (*stream_create)(void* context);
+  int (*copy_to_host)(void* context, void* stream, void* host_dst, const void* device_src,
+                      size_t bytes);
+  int (*copy_from_host)(void* context, void* stream, void* device_dst, const void* host_src,
+                        size_t bytes);
+  int (*copy)(void* context, void* stream, void* device_dst, const void* device_src, size_t bytes);
+  int (*zero)(void* context, void* stream, void* device_dst, size_t bytes);
+  int (*sync)(void* context, void* stream);
 } weft_device_def;
 
 /* Handed to weft_plugin_init. Each call returns 0, or non-zero when refused (the reason
@@ -144,6 +219,8 @@ typedef struct weft_registrar {
   int (*add_device)(struct weft_registrar* reg, const weft_device_def* device, int32_t* kind);
 } weft_registrar;
 
+/* abi_version comes first (not a size) in every version, so that weft can refuse a plugin
+ * built for another version before it reads anything else. */
 typedef struct weft_plugin_info {
   uint32_t abi_version; /* WEFT_PLUGIN_ABI_VERSION as the plugin was compiled */
   const char* name;     /* what graphs name in "requires", e.g. "weft-example" */

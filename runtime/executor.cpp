@@ -8,6 +8,8 @@
 #include <cmath>
 #include <memory>
 
+#include "runtime/device.h"
+
 namespace weft {
 
 namespace {
@@ -27,6 +29,7 @@ struct Runner {
     }
     auto t0 = std::chrono::steady_clock::now();
     st.kernel->run(a);
+    sync_device(plan.device);  // a kernel on a device's stream is timed to its end
     times->seconds[i] +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -41,7 +44,8 @@ void run_plan(Plan& plan, const RunContext& ctx, bool parallel, StepTimes* times
     times->runs++;
   }
   Runner r{plan, ctx, times};
-  if (!parallel || n < 2) {
+  // A plugin device runs its steps in order on its one stream.
+  if (!parallel || n < 2 || plan.device.kind != 0) {
     for (int i = 0; i < n; ++i) r.exec(i);
     return;
   }
@@ -96,7 +100,7 @@ void run_plan_checked(Plan& plan, const RunContext& ctx) {
     r.exec(i);
     const PlanStep& st = plan.steps[i];
     for (size_t o = 0; o < st.args.out.size(); ++o) {
-      const Tensor& t = *st.args.out[o];
+      const Tensor t = on_host(*st.args.out[o]);
       const int64_t bad = first_non_finite(t);
       if (bad >= 0) throw NonFinite(st.name, st.op, int(o), bad, t.at(bad));
     }

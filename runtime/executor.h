@@ -16,6 +16,8 @@ struct StepTimes {
   int runs = 0;
 };
 
+// On a plugin device the steps are queued in order on the device's stream and may still be
+// running when this returns (read results with on_host or download_async and sync_device).
 void run_plan(Plan& plan, const RunContext& ctx, bool parallel, StepTimes* times = nullptr);
 
 // Runs the plan's steps in order and checks after each one that its outputs are finite

@@ -78,6 +78,9 @@ struct KernelArgs {
   std::vector<Tensor*> out;
   const RunContext* ctx = nullptr;
   uint64_t node_key = 0;  // a stable hash of the node's name, for random ops
+  // Values that change from run to run without a new plan (the optimizers' step sizes).
+  const double* scalars = nullptr;
+  int n_scalars = 0;
 };
 
 class Kernel {

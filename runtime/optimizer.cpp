@@ -6,6 +6,9 @@
 #include <cmath>
 #include <limits>
 
+#include "runtime/device.h"
+#include "runtime/plan.h"
+
 namespace weft {
 
 namespace {
@@ -20,219 +23,86 @@ const std::map<std::string, json> kDefaults = {
 // Settings every optimizer takes; 0 is off.
 const json kClipping = {{"clip_norm", 0.0}, {"clip_value", 0.0}, {"clip_weights", 0.0}};
 
-// Runs body(k) for every element k of a parameter in parallel chunks, on the OpenMP team
-// oneDNN uses: its threads are still spinning from the last primitive, and a second (TBB)
-// pool on the same cores would fight them (see runtime/threading.h). With `squares` it
-// also returns the sum of the squared raw gradient, in the same pass (the norm that is
-// logged, when clipping by norm does not need it before the update). The body captures
-// its pointers by value and the loops are `omp simd`: captured by reference, each pointer
-// was reloaded from the closure after every store (it might alias), and GCC vectorized
-// none of the update loops.
-// Sixteen partial sums, so that the loop vectorizes without reassociating a single sum
-// (omp simd's reduction was not vectorized inside the parallel loop below).
-template <class T>
-double sum_squares(const T* g, int64_t b, int64_t e) {
-  double part[16] = {};
-  int64_t k = b;
-  for (; k + 16 <= e; k += 16)
-    for (int l = 0; l < 16; ++l) part[l] += double(g[k + l]) * double(g[k + l]);
-  double s = 0;
-  for (; k < e; ++k) s += double(g[k]) * double(g[k]);
-  for (double v : part) s += v;
-  return s;
+// The state each optimizer keeps per parameter, in checkpoint order.
+std::vector<std::string> state_names(const std::string& kind, const json& c) {
+  if (kind == "adam") return {"m", "v"};
+  if (kind == "rmsprop") return {"square_avg", "momentum"};
+  if (c["momentum"].get<double>() != 0) return {"momentum"};
+  return {};
 }
-
-template <class T, class Body>
-double for_elements(int64_t n, const T* g, bool squares, Body body) {
-  const int64_t grain = 1 << 15, pieces = (n + grain - 1) / grain;
-  double total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (pieces > 1)
-  for (int64_t c = 0; c < pieces; ++c) {
-    const int64_t b = c * grain, e = std::min(n, b + grain);
-    // The squares first, over a chunk small enough (128 KiB of f32) that the update reads
-    // it again from cache: one loop doing both was not vectorized.
-    if (squares) total += sum_squares(g, b, e);
-#pragma omp simd
-    for (int64_t k = b; k < e; ++k) body(k);
-  }
-  return total;
-}
-
-// Calls apply<float> or apply<double> for each parameter; sums what they return.
-template <class Apply>
-double each_param(const std::vector<Tensor>& params, Apply apply) {
-  double total = 0;
-  for (size_t i = 0; i < params.size(); ++i)
-    total += params[i].dtype() == DType::f32 ? apply(float{}, i) : apply(double{}, i);
-  return total;
-}
-
-class Sgd : public Optimizer {
- public:
-  Sgd(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : Optimizer(c),
-        lr_(c["lr"]),
-        mom_(c["momentum"]),
-        wd_(c["weight_decay"]),
-        nesterov_(c["nesterov"]) {
-    if (mom_ != 0)
-      for (size_t i = 0; i < params.size(); ++i)
-        state_.push_back({names[i] + ".momentum", Tensor(params[i].dtype(), params[i].shape())});
-    state_.push_back({"t", Tensor(DType::f64, {1})});
-  }
-  double update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
-                const GradTransform& gt) override {
-    const double t = state_.back().second.at(0);
-    const double sum = each_param(params, [&](auto zero, size_t i) {
-      using T = decltype(zero);
-      T* p = params[i].data<T>();
-      const T* g = grads[i]->data<T>();
-      const T gs = T(gt.scale), gc = T(gt.clip);
-      T* buf = mom_ != 0 ? state_[i].second.data<T>() : nullptr;
-      const T lr = T(lr_), mom = T(mom_), wd = T(wd_);
-      const bool first = t == 0, nesterov = nesterov_;
-      return for_elements(params[i].numel(), g, gt.squares, [=](int64_t k) {
-        T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
-        if (buf) {
-          buf[k] = first ? d : mom * buf[k] + d;
-          d = nesterov ? d + mom * buf[k] : buf[k];
-        }
-        p[k] -= lr * d;
-      });
-    });
-    state_.back().second.set(0, t + 1);
-    return sum;
-  }
-
- private:
-  double lr_, mom_, wd_;
-  bool nesterov_;
-};
-
-class Adam : public Optimizer {
- public:
-  Adam(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : Optimizer(c),
-        lr_(c["lr"]),
-        b1_(c["beta1"]),
-        b2_(c["beta2"]),
-        eps_(c["eps"]),
-        wd_(c["weight_decay"]) {
-    for (size_t i = 0; i < params.size(); ++i) {
-      state_.push_back({names[i] + ".m", Tensor(params[i].dtype(), params[i].shape())});
-      state_.push_back({names[i] + ".v", Tensor(params[i].dtype(), params[i].shape())});
-    }
-    state_.push_back({"t", Tensor(DType::f64, {1})});
-  }
-  double update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
-                const GradTransform& gt) override {
-    const double t = state_.back().second.at(0) + 1;
-    state_.back().second.set(0, t);
-    return each_param(params, [&](auto zero, size_t i) {
-      using T = decltype(zero);
-      T* p = params[i].data<T>();
-      const T* g = grads[i]->data<T>();
-      const T gs = T(gt.scale), gc = T(gt.clip);
-      T* m = state_[2 * i].second.data<T>();
-      T* v = state_[2 * i + 1].second.data<T>();
-      const T b1 = T(b1_), b2 = T(b2_), wd = T(wd_), eps = T(eps_);
-      // lr * mhat / (sqrt(vhat) + eps) with the bias corrections folded into two scalars.
-      const T step = T(lr_ / (1 - std::pow(b1_, t)));
-      const T vscale = T(1 / std::sqrt(1 - std::pow(b2_, t)));
-      return for_elements(params[i].numel(), g, gt.squares, [=](int64_t k) {
-        const T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
-        m[k] = b1 * m[k] + (1 - b1) * d;
-        v[k] = b2 * v[k] + (1 - b2) * d * d;
-        p[k] -= step * m[k] / (std::sqrt(v[k]) * vscale + eps);
-      });
-    });
-  }
-
- private:
-  double lr_, b1_, b2_, eps_, wd_;
-};
-
-class RmsProp : public Optimizer {
- public:
-  RmsProp(const json& c, const std::vector<Tensor>& params, const std::vector<std::string>& names)
-      : Optimizer(c),
-        lr_(c["lr"]),
-        alpha_(c["alpha"]),
-        eps_(c["eps"]),
-        mom_(c["momentum"]),
-        wd_(c["weight_decay"]) {
-    for (size_t i = 0; i < params.size(); ++i) {
-      state_.push_back({names[i] + ".square_avg", Tensor(params[i].dtype(), params[i].shape())});
-      state_.push_back({names[i] + ".momentum", Tensor(params[i].dtype(), params[i].shape())});
-    }
-    state_.push_back({"t", Tensor(DType::f64, {1})});
-  }
-  double update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
-                const GradTransform& gt) override {
-    const double sum = each_param(params, [&](auto zero, size_t i) {
-      using T = decltype(zero);
-      T* p = params[i].data<T>();
-      const T* g = grads[i]->data<T>();
-      const T gs = T(gt.scale), gc = T(gt.clip);
-      T* sq = state_[2 * i].second.data<T>();
-      T* buf = state_[2 * i + 1].second.data<T>();
-      const T lr = T(lr_), a = T(alpha_), eps = T(eps_), mom = T(mom_), wd = T(wd_);
-      auto step = [=](int64_t k) {
-        const T d = std::clamp(g[k] * gs, -gc, gc) + wd * p[k];
-        sq[k] = a * sq[k] + (1 - a) * d * d;
-        return d / (std::sqrt(sq[k]) + eps);
-      };
-      const int64_t n = params[i].numel();
-      // Two bodies: a branch inside one kept the loop from being vectorized.
-      if (mom != 0)
-        return for_elements(n, g, gt.squares,
-                            [=](int64_t k) { p[k] -= lr * (buf[k] = mom * buf[k] + step(k)); });
-      return for_elements(n, g, gt.squares, [=](int64_t k) { p[k] -= lr * step(k); });
-    });
-    state_.back().second.set(0, state_.back().second.at(0) + 1);
-    return sum;
-  }
-
- private:
-  double lr_, alpha_, eps_, mom_, wd_;
-};
 
 }  // namespace
 
-Optimizer::Optimizer(const json& c)
-    : clip_norm_(c.value("clip_norm", 0.0)),
-      clip_value_(c.value("clip_value", 0.0)),
-      clip_weights_(c.value("clip_weights", 0.0)) {}
-
-double Optimizer::step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads) {
-  GradTransform gt;
-  gt.clip = clip_value_ > 0 ? clip_value_ : std::numeric_limits<double>::infinity();
-  double norm = 0;
-  if (clip_norm_ > 0) {  // the norm scales the update: a pass of its own first
-    double sum = 0;
-    for (size_t i = 0; i < grads.size(); ++i) {
-      const Tensor* g = grads[i];
-      sum += g->dtype() == DType::f32
-                 ? for_elements(g->numel(), g->data<float>(), true, [](int64_t) {})
-                 : for_elements(g->numel(), g->data<double>(), true, [](int64_t) {});
-    }
-    norm = std::sqrt(sum);
-    // A non-finite norm is left alone: scaling by it would hide which gradient broke.
-    if (std::isfinite(norm) && norm > clip_norm_) gt.scale = clip_norm_ / norm;
-    update(params, grads, gt);
-  } else {
-    gt.squares = true;  // measured in the update's own pass
-    norm = std::sqrt(update(params, grads, gt));
+Optimizer::Optimizer(const json& spec, const std::vector<Tensor>& params,
+                     const std::vector<std::string>& names)
+    : params_(params) {
+  const json c = check_optimizer(spec);
+  kind_ = c.begin().key();
+  settings_ = c.begin().value();
+  clip_norm_ = settings_["clip_norm"];
+  const std::vector<std::string> per = state_names(kind_, settings_);
+  per_param_ = per.size();
+  const Device dev = params.empty() ? Device::cpu() : params[0].device();
+  for (size_t i = 0; i < params.size(); ++i) {
+    WEFT_ASSERT(params[i].device() == dev, "an optimizer's parameters on two devices");
+    for (auto& s : per)
+      state_.push_back({names[i] + "." + s, zeros_on(dev, params[i].dtype(), params[i].shape())});
   }
-  if (clip_weights_ > 0)
-    each_param(params, [&](auto zero, size_t i) {
-      using T = decltype(zero);
-      T* q = params[i].data<T>();
-      const T c = T(clip_weights_);
-      return for_elements(params[i].numel(), q, false,
-                          [=](int64_t k) { q[k] = std::clamp(q[k], -c, c); });
-    });
-  return norm;
+  state_.push_back({"t", Tensor(DType::f64, {1})});  // on the host: it sets each step's scalars
+  sumsq_ = zeros_on(dev, DType::f64, {1});
+  const OpDef* update = Registry::get().find(kind_ + "_update");
+  const OpDef* squares = Registry::get().find("sum_squares");
+  WEFT_ASSERT(update && squares, "the optimizer ops are not registered");
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Dims& d = params[i].shape();
+    KernelInfo info{names[i], settings_, {d, d, {1}}, {}, params[i].dtype(), dev, false};
+    for (size_t k = 0; k < per_param_; ++k) info.in.push_back(d);
+    std::string kernel_name;
+    updates_.push_back(make_kernel(*update, info, kernel_name, ""));
+    KernelInfo sq{names[i], json::object(), {d, {1}}, {}, params[i].dtype(), dev, false};
+    squares_.push_back(make_kernel(*squares, sq, kernel_name, ""));
+  }
+}
+
+void Optimizer::update(const std::vector<const Tensor*>& grads) {
+  WEFT_ASSERT(grads.size() == params_.size(), "one gradient per parameter");
+  Tensor& t = state_.back().second;
+  const double step = t.at(0) + 1;  // this update's number, from 1
+  zero_within(sumsq_);
+  double scale = 1;
+  if (clip_norm_ > 0) {  // the norm scales the update: a pass of its own first
+    for (size_t i = 0; i < grads.size(); ++i) {
+      KernelArgs a;
+      a.in = {grads[i], &sumsq_};
+      a.ctx = &ctx_;
+      squares_[i]->run(a);
+    }
+    const double norm = std::sqrt(on_host(sumsq_).at(0));
+    // A non-finite norm is left alone: scaling by it would hide which gradient broke.
+    if (std::isfinite(norm) && norm > clip_norm_) scale = clip_norm_ / norm;
+  }
+  std::vector<double> scalars = {scale, clip_norm_ > 0 ? 0.0 : 1.0};
+  if (kind_ == "sgd") scalars.push_back(step == 1 ? 1 : 0);
+  if (kind_ == "adam") {
+    const double b1 = settings_["beta1"], b2 = settings_["beta2"], lr = settings_["lr"];
+    scalars.push_back(lr / (1 - std::pow(b1, step)));
+    scalars.push_back(1 / std::sqrt(1 - std::pow(b2, step)));
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    KernelArgs a;
+    a.in = {&params_[i], grads[i], &sumsq_};
+    for (size_t k = 0; k < per_param_; ++k) a.in.push_back(&state_[i * per_param_ + k].second);
+    a.ctx = &ctx_;
+    a.scalars = scalars.data();
+    a.n_scalars = int(scalars.size());
+    updates_[i]->run(a);
+  }
+  t.set(0, step);
+}
+
+double Optimizer::step(const std::vector<const Tensor*>& grads) {
+  update(grads);
+  return std::sqrt(on_host(sumsq_).at(0));
 }
 
 json check_optimizer(const json& spec) {
@@ -270,12 +140,7 @@ json check_optimizer(const json& spec) {
 
 std::unique_ptr<Optimizer> make_optimizer(const json& spec, const std::vector<Tensor>& params,
                                           const std::vector<std::string>& names) {
-  json c = check_optimizer(spec);
-  std::string kind = c.begin().key();
-  const json& s = c.begin().value();
-  if (kind == "sgd") return std::make_unique<Sgd>(s, params, names);
-  if (kind == "adam") return std::make_unique<Adam>(s, params, names);
-  return std::make_unique<RmsProp>(s, params, names);
+  return std::make_unique<Optimizer>(spec, params, names);
 }
 
 }  // namespace weft

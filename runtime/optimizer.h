@@ -22,29 +22,36 @@ namespace weft {
 // pointer below the optimizer ("adam/lr").
 json check_optimizer(const json& spec);
 
+// An optimizer of a list of parameters. Its updates are ops (sgd_update, adam_update,
+// rmsprop_update in ops/optim.cpp) whose kernels are made once, on the parameters' device,
+// for their shapes; its state lives on that device too, beside a step count on the host.
 class Optimizer {
  public:
-  virtual ~Optimizer() = default;
-  // One update of every parameter from its gradient, clipped as configured. Returns the
-  // gradients' global L2 norm before any clipping (what the metrics log).
-  double step(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads);
+  Optimizer(const json& spec, const std::vector<Tensor>& params,
+            const std::vector<std::string>& param_names);
+  // One update of every parameter from its gradient, clipped as configured, queued on the
+  // parameters' device. With clip_norm the gradients' norm is read back first (it scales
+  // the update); otherwise it stays on the device, in sum_of_squares().
+  void update(const std::vector<const Tensor*>& grads);
+  // The sum of the squared gradients of the last update, before any clipping (f64 [1], on
+  // the parameters' device): the square of the norm that is logged.
+  const Tensor& sum_of_squares() const { return sumsq_; }
+  // update(), then the gradients' global L2 norm read back.
+  double step(const std::vector<const Tensor*>& grads);
   // Named state tensors (moments, step count), for checkpoints; restored in place.
   std::vector<std::pair<std::string, Tensor>>& state() { return state_; }
 
- protected:
-  explicit Optimizer(const json& settings);
-  // What every update does to a gradient element first: g * scale, clamped to [-clip, clip].
-  struct GradTransform {
-    double scale = 1, clip = 0;  // clip is infinite when off
-    bool squares = false;        // also sum the squared raw gradients, in the same pass
-  };
-  // Returns the sum of the squared gradients when gt.squares asks for it, else 0.
-  virtual double update(const std::vector<Tensor>& params, const std::vector<const Tensor*>& grads,
-                        const GradTransform& gt) = 0;
-  std::vector<std::pair<std::string, Tensor>> state_;
-
  private:
-  double clip_norm_, clip_value_, clip_weights_;
+  std::string kind_;
+  json settings_;
+  double clip_norm_;
+  std::vector<Tensor> params_;
+  std::vector<std::pair<std::string, Tensor>> state_;  // per parameter, then "t" (host)
+  size_t per_param_ = 0;                               // state tensors of each parameter
+  Tensor sumsq_;
+  std::vector<std::unique_ptr<Kernel>> updates_, squares_;
+  std::vector<KernelArgs> update_args_, squares_args_;
+  RunContext ctx_;
 };
 
 // param_names name the state: "<param>.m", "<param>.v", "t".

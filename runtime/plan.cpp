@@ -9,6 +9,8 @@
 #include <optional>
 #include <set>
 
+#include "runtime/device.h"
+
 namespace weft {
 
 const Tensor& Plan::value(ValueId v) const {
@@ -77,8 +79,14 @@ struct Draft {
 };
 }  // namespace
 
-static std::unique_ptr<Kernel> make_kernel(const OpDef& def, const KernelInfo& info,
-                                           std::string& kernel_name, const std::string& where) {
+bool has_kernel(const OpDef& def, Device device, DType dtype) {
+  for (auto& e : def.kernel_list)
+    if (e.device_kind == device.kind && e.dtype == dtype) return true;
+  return false;
+}
+
+std::unique_ptr<Kernel> make_kernel(const OpDef& def, const KernelInfo& info,
+                                    std::string& kernel_name, const std::string& where) {
   std::vector<std::string> reasons;
   std::unique_ptr<Kernel> k;
   for (auto& e : def.kernel_list) {
@@ -93,7 +101,8 @@ static std::unique_ptr<Kernel> make_kernel(const OpDef& def, const KernelInfo& i
   }
   std::string skipped = fmt::format("{}", fmt::join(reasons, "; "));
   if (verbose_dispatch())
-    fmt::print(stderr, "dispatch {} ({}): {}{}{}\n", info.node, def.name, k ? kernel_name : "none",
+    fmt::print(stderr, "dispatch {} ({}) on {}: {}{}{}\n", info.node, def.name,
+               device_name(info.device), k ? kernel_name : "none",
                reasons.empty() ? "" : "; skipped ", skipped);
   if (!k)
     throw Error("", where,
@@ -139,8 +148,13 @@ void place_values(Plan& plan, const std::vector<PlanNode>& nodes, const PlanOpti
       const Dims& dims = out_dims[0];
       Logical lb;
       if (n.def->name == "constant") {
-        lb.external = Tensor(opt.dtype, {});
-        lb.external.fill(n.attrs.at("value").get<double>());
+        Tensor host(opt.dtype, {});
+        host.fill(n.attrs.at("value").get<double>());
+        lb.external = host;
+        if (opt.device.kind != 0) {
+          lb.external = zeros_on(opt.device, opt.dtype, {});
+          upload(host, lb.external);
+        }
       } else {
         std::string name = n.attrs.at("name");
         auto it = opt.bindings.find(name);
@@ -148,6 +162,10 @@ void place_values(Plan& plan, const std::vector<PlanNode>& nodes, const PlanOpti
           throw Error("", n.where,
                       fmt::format("{} '{}' has no value bound to it", n.def->name, name));
         const Tensor& t = it->second;
+        WEFT_ASSERT(
+            t.device() == opt.device,
+            fmt::format("{} '{}' is bound to a tensor on {}, the plan runs on {}", n.def->name,
+                        name, device_name(t.device()), device_name(opt.device)));
         if (t.dtype() != opt.dtype || numel(t.shape()) != checked_numel(dims))
           throw Error(
               "", n.where,
@@ -188,7 +206,7 @@ void place_values(Plan& plan, const std::vector<PlanNode>& nodes, const PlanOpti
       d.logical.push_back(Logical{bytes});
       st.out.push_back(new_slot({n.id, o}, out_dims[o], int(d.logical.size()) - 1, step));
     }
-    KernelInfo info{n.name, n.attrs, {}, out_dims, opt.dtype, Device::cpu(), opt.bf16};
+    KernelInfo info{n.name, n.attrs, {}, out_dims, opt.dtype, opt.device, opt.bf16};
     for (int s : st.in) info.in.push_back(d.slot_dims[s]);
     d.infos.push_back(std::move(info));
     d.step_nodes.push_back(&n);
@@ -282,15 +300,35 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
   plan->targets = targets;
   plan->batch = opt.batch;
   plan->dtype = opt.dtype;
+  plan->device = opt.device;
   std::vector<PlanNode> nodes = live_nodes(g, targets);
   if (opt.fuse) {
     skip_broadcasts(nodes);
-    if (opt.dtype == DType::f32)
-      plan->fusions =
-          fuse_linear_activation(nodes, targets) + fuse_batch_norm_activation(nodes, targets);
+    // A fused op is made only where the plan's device has a kernel for it.
+    auto can = [&](const char* op) {
+      const OpDef* d = Registry::get().find(op);
+      return opt.dtype == DType::f32 && d && has_kernel(*d, opt.device, opt.dtype);
+    };
+    if (can("linear_act")) plan->fusions += fuse_linear_activation(nodes, targets);
+    if (can("batch_norm_act")) plan->fusions += fuse_batch_norm_activation(nodes, targets);
     prune(nodes, targets);
   }
-
+  if (opt.device.kind != 0) {  // placed whole: every op needs a kernel on the device
+    std::map<std::string, const PlanNode*> missing;  // op -> the first node needing it
+    for (const PlanNode& n : nodes)
+      if (!n.def->is_source && !n.def->is_alias && !has_kernel(*n.def, opt.device, opt.dtype))
+        missing.emplace(n.def->name, &n);
+    if (!missing.empty()) {
+      std::vector<std::string> listed;
+      for (auto& [op, n] : missing) listed.push_back(fmt::format("{} (node '{}')", op, n->name));
+      throw Error("", missing.begin()->second->where,
+                  fmt::format("device {} has no {} kernel for op{} {}: a plan runs wholly on one "
+                              "device; run this graph on the CPU, or give the device's plugin "
+                              "kernels for these ops",
+                              device_name(opt.device), dtype_name(opt.dtype),
+                              missing.size() > 1 ? "s" : "", fmt::join(listed, ", ")));
+    }
+  }
   Draft d;
   place_values(*plan, nodes, opt, d);
   for (auto t : targets) d.logical[d.slot_logical[plan->slot_of.at(t)]].last_use = INT_MAX;
@@ -310,7 +348,9 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
   }
   std::vector<std::shared_ptr<Storage>> storage;
   for (auto& p : d.phys) {
-    storage.push_back(std::make_shared<Storage>(size_t(p.bytes)));
+    storage.push_back(opt.device.kind == 0
+                          ? std::make_shared<Storage>(size_t(p.bytes))
+                          : zeros_on(opt.device, DType::f32, {(p.bytes + 3) / 4}).storage());
     plan->buffer_bytes += size_t(p.bytes);
   }
   for (size_t s = 0; s < d.slot_dims.size(); ++s) {

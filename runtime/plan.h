@@ -17,6 +17,10 @@ namespace weft {
 struct PlanOptions {
   int64_t batch = 1;
   DType dtype = DType::f32;
+  // Where every step runs and every buffer lives. A plan is placed whole: on a plugin
+  // device each step needs a kernel there (compile_plan lists the ops that have none), and
+  // the bound tensors must be on it too.
+  Device device;
   bool bf16 = false;  // KernelInfo::bf16
   bool fuse = true;
   // Tensors bound to `input` and `param` nodes, by name. They are used in place: a plan
@@ -44,6 +48,7 @@ class Plan {
   std::vector<ValueId> targets;
   int64_t batch = 1;
   DType dtype = DType::f32;
+  Device device;
   size_t buffer_bytes = 0;  // bytes of intermediate buffers after reuse
   size_t naive_bytes = 0;   // what they would take without reuse
   int fusions = 0;
@@ -57,6 +62,14 @@ class Plan {
 // checked before any buffer is allocated or kernel made).
 std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& targets,
                                    const PlanOptions& opt);
+
+// The first kernel of `def` that takes the node on info.device and info.dtype, by
+// priority; `kernel_name` gets its name. Throws Error at `where` giving each candidate's
+// reason to decline when none takes it.
+std::unique_ptr<Kernel> make_kernel(const OpDef& def, const KernelInfo& info,
+                                    std::string& kernel_name, const std::string& where);
+// Whether `op` has any kernel for (device, dtype).
+bool has_kernel(const OpDef& def, Device device, DType dtype);
 
 // The machine's physical memory (sysconf), in bytes.
 int64_t physical_memory_bytes();

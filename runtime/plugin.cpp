@@ -5,13 +5,16 @@
 
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <set>
 #include <sstream>
 
 #include "runtime/autodiff.h"
+#include "runtime/device.h"
 #include "runtime/kernels.h"
+#include "runtime/plan.h"
 
 namespace weft {
 
@@ -42,41 +45,213 @@ void host_report(const weft_call* call, const char* message) {
   if (call && call->host_data)
     *static_cast<std::string*>(call->host_data) = message ? message : "(no message)";
 }
-const weft_host kHost = {WEFT_PLUGIN_ABI_VERSION, host_alloc, host_free, host_log, host_report};
+// --- weft's CPU kernels, lent to a device whose memory the host can address ----------
+
+// A CPU kernel made for a node, run on whatever pointers each call brings: its tensors
+// are made on the first call (their dtypes come with the call) over storage it does not
+// own, and each call points them at the call's memory.
+struct Borrowed {
+  std::unique_ptr<Kernel> kernel;
+  std::vector<std::shared_ptr<Storage>> in_storage, out_storage;
+  std::vector<Tensor> in, out;
+  KernelInfo info;
+};
+
+void write_why(char* why, size_t size, const std::string& text) {
+  if (why && size) std::snprintf(why, size, "%s", text.c_str());
+}
+
+KernelInfo info_from_setup(const weft_kernel_setup& s) {
+  KernelInfo info;
+  info.node = s.node ? s.node : "";
+  info.attrs = s.attrs ? json::parse(s.attrs) : json::object();
+  info.dtype = s.dtype == WEFT_F64 ? DType::f64 : DType::f32;
+  for (int i = 0; i < s.n_in; ++i)
+    info.in.emplace_back(s.in_shape[i], s.in_shape[i] + s.in_ndim[i]);
+  for (int i = 0; i < s.n_out; ++i)
+    info.out.emplace_back(s.out_shape[i], s.out_shape[i] + s.out_ndim[i]);
+  return info;
+}
+
+int cpu_kernel_create(const weft_kernel_setup* s, void** kernel, char* why, size_t why_size) {
+  try {
+    const OpDef* def = s && s->op ? Registry::get().find(s->op) : nullptr;
+    if (!def) {
+      write_why(why, why_size, fmt::format("no op named '{}'", s && s->op ? s->op : ""));
+      return 1;
+    }
+    auto b = std::make_unique<Borrowed>();
+    b->info = info_from_setup(*s);
+    std::string name;
+    b->kernel = make_kernel(*def, b->info, name, "");
+    *kernel = b.release();
+    return 0;
+  } catch (const std::exception& e) {
+    write_why(why, why_size, e.what());
+    return 1;
+  }
+}
+
+void point(std::vector<std::shared_ptr<Storage>>& storage, std::vector<Tensor>& tensors,
+           const weft_tensor* t, int32_t n) {
+  if (storage.empty())
+    for (int32_t i = 0; i < n; ++i) {
+      const DType dt = t[i].dtype == WEFT_F64 ? DType::f64 : DType::f32;
+      Dims shape(t[i].shape, t[i].shape + t[i].ndim);
+      storage.push_back(std::make_shared<Storage>(nullptr, size_t(numel(shape)) * dtype_size(dt),
+                                                  Device::cpu(), nullptr));
+      tensors.push_back(Tensor::over(storage.back(), dt, shape));
+    }
+  for (int32_t i = 0; i < n; ++i) storage[size_t(i)]->data = t[i].data;
+}
+
+int cpu_kernel_run(void* kernel, const weft_call* call, const weft_tensor* in, int32_t n_in,
+                   weft_tensor* out, int32_t n_out) {
+  auto* b = static_cast<Borrowed*>(kernel);
+  try {
+    WEFT_ASSERT(size_t(n_in) == b->info.in.size() && size_t(n_out) == b->info.out.size(),
+                "a lent CPU kernel called with other tensors than it was made for");
+    point(b->in_storage, b->in, in, n_in);
+    point(b->out_storage, b->out, out, n_out);
+    RunContext ctx{call->seed, call->step, call->phase, call->training != 0};
+    KernelArgs a;
+    for (auto& t : b->in) a.in.push_back(&t);
+    for (auto& t : b->out) a.out.push_back(&t);
+    a.ctx = &ctx;
+    a.node_key = call->node_key;
+    a.scalars = call->scalars;
+    a.n_scalars = call->n_scalars;
+    b->kernel->run(a);
+    return 0;
+  } catch (const std::exception& e) {
+    host_report(call, e.what());
+    return 1;
+  }
+}
+
+void cpu_kernel_destroy(void* kernel) { delete static_cast<Borrowed*>(kernel); }
+
+const weft_host kHost = {
+    WEFT_PLUGIN_ABI_VERSION, sizeof(weft_host), host_alloc,        host_free, host_log, host_report,
+    cpu_kernel_create,       cpu_kernel_run,    cpu_kernel_destroy};
 
 // --- kernels --------------------------------------------------------------------------
 
+weft_tensor describe(const Dims& d, DType dtype, Device device) {
+  weft_tensor t{};
+  t.dtype = dtype == DType::f32 ? WEFT_F32 : WEFT_F64;
+  t.device = device.kind;
+  t.ndim = int32_t(d.size());
+  for (size_t i = 0; i < d.size(); ++i) t.shape[i] = d[i];
+  return t;
+}
+
+// A plugin's kernel for one node: what its `create` made when the plan was compiled (the
+// state, a workspace on the kernel's device), released with the plan.
 class PluginKernel : public Kernel {
  public:
-  PluginKernel(const KernelInfo& info, weft_kernel_fn fn, std::string label)
-      : fn_(fn), attrs_(info.attrs.dump()), label_(std::move(label)), node_(info.node) {
-    for (auto& d : info.in) in_.push_back(describe(d, info));
-    for (auto& d : info.out) out_.push_back(describe(d, info));
+  PluginKernel(const KernelInfo& info, const weft_kernel_def& def, std::string label, void* state,
+               size_t workspace_bytes)
+      : fn_(def.run),
+        destroy_(def.destroy),
+        state_(state),
+        attrs_(info.attrs.dump()),
+        label_(std::move(label)),
+        node_(info.node),
+        context_(device_context(info.device)),
+        stream_(device_stream(info.device)) {
+    for (auto& d : info.in) in_.push_back(describe(d, info.dtype, info.device));
+    for (auto& d : info.out) out_.push_back(describe(d, info.dtype, info.device));
+    if (workspace_bytes)
+      workspace_ = zeros_on(info.device, DType::f32, {int64_t((workspace_bytes + 3) / 4)});
+  }
+  ~PluginKernel() override {
+    if (destroy_ && state_) destroy_(state_);
   }
   void run(const KernelArgs& a) override {
-    for (size_t i = 0; i < in_.size(); ++i) in_[i].data = a.in[i]->raw();
-    for (size_t i = 0; i < out_.size(); ++i) out_[i].data = a.out[i]->raw();
+    for (size_t i = 0; i < in_.size(); ++i) {
+      in_[i].data = a.in[i]->raw();
+      in_[i].dtype = a.in[i]->dtype() == DType::f32 ? WEFT_F32 : WEFT_F64;
+    }
+    for (size_t i = 0; i < out_.size(); ++i) {
+      out_[i].data = a.out[i]->raw();
+      out_[i].dtype = a.out[i]->dtype() == DType::f32 ? WEFT_F32 : WEFT_F64;
+    }
     std::string message;
-    weft_call call{&kHost,      &message,   attrs_.c_str(),         a.ctx->seed,
-                   a.ctx->step, a.node_key, a.ctx->training ? 1 : 0};
+    weft_call call{};
+    call.size = sizeof call;
+    call.host = &kHost;
+    call.host_data = &message;
+    call.attrs = attrs_.c_str();
+    call.seed = a.ctx->seed;
+    call.step = a.ctx->step;
+    call.phase = a.ctx->phase;
+    call.node_key = a.node_key;
+    call.training = a.ctx->training ? 1 : 0;
+    call.state = state_;
+    call.device_context = context_;
+    call.stream = stream_;
+    call.workspace = workspace_.raw();
+    call.workspace_bytes = workspace_.bytes();
+    call.scalars = a.scalars;
+    call.n_scalars = a.n_scalars;
     if (fn_(&call, in_.data(), int32_t(in_.size()), out_.data(), int32_t(out_.size())) != 0)
       throw Error(fmt::format("node '{}': {} failed: {}", node_, label_,
                               message.empty() ? "(no message)" : message));
   }
 
  private:
-  static weft_tensor describe(const Dims& d, const KernelInfo& info) {
-    weft_tensor t{};
-    t.dtype = info.dtype == DType::f32 ? WEFT_F32 : WEFT_F64;
-    t.device = info.device.kind;
-    t.ndim = int32_t(d.size());
-    for (size_t i = 0; i < d.size(); ++i) t.shape[i] = d[i];
-    return t;
-  }
   weft_kernel_fn fn_;
+  weft_kernel_destroy_fn destroy_;
+  void* state_;
   std::string attrs_, label_, node_;
+  void *context_, *stream_;
+  Tensor workspace_;
   std::vector<weft_tensor> in_, out_;
 };
+
+// Asks the kernel's `create` (when it has one) to take the node: null and the reason when
+// it declines.
+std::unique_ptr<Kernel> make_plugin_kernel(const weft_kernel_def& def, const std::string& label,
+                                           const KernelInfo& info, std::string& why_not) {
+  void* state = nullptr;
+  size_t workspace = 0;
+  if (def.create) {
+    std::vector<int32_t> in_ndim, out_ndim;
+    std::vector<std::array<int64_t, WEFT_MAX_DIMS>> in_shape, out_shape;
+    for (auto& d : info.in) {
+      in_ndim.push_back(int32_t(d.size()));
+      in_shape.push_back({});
+      std::copy(d.begin(), d.end(), in_shape.back().begin());
+    }
+    for (auto& d : info.out) {
+      out_ndim.push_back(int32_t(d.size()));
+      out_shape.push_back({});
+      std::copy(d.begin(), d.end(), out_shape.back().begin());
+    }
+    const std::string attrs = info.attrs.dump();
+    weft_kernel_setup setup{};
+    setup.size = sizeof setup;
+    setup.op = def.op;
+    setup.node = info.node.c_str();
+    setup.attrs = attrs.c_str();
+    setup.dtype = info.dtype == DType::f32 ? WEFT_F32 : WEFT_F64;
+    setup.device = info.device.kind;
+    setup.device_context = device_context(info.device);
+    setup.n_in = int32_t(info.in.size());
+    setup.n_out = int32_t(info.out.size());
+    setup.in_ndim = in_ndim.data();
+    setup.in_shape = reinterpret_cast<const int64_t(*)[WEFT_MAX_DIMS]>(in_shape.data());
+    setup.out_ndim = out_ndim.data();
+    setup.out_shape = reinterpret_cast<const int64_t(*)[WEFT_MAX_DIMS]>(out_shape.data());
+    char why[512] = {0};
+    if (def.create(&setup, &state, &workspace, why, sizeof why) != 0) {
+      why_not = why[0] ? why : "declined (no reason given)";
+      return nullptr;
+    }
+  }
+  return std::make_unique<PluginKernel>(info, def, label, state, workspace);
+}
 
 // --- schema, shapes, gradients ----------------------------------------------------------
 
@@ -322,7 +497,11 @@ OpTest parse_test(const json& t) {
 
 int add_op(weft_registrar* r, const weft_op_def* def) {
   Staging& st = *staging(r);
-  if (!def || !def->name) return st.refuse("an op without a name");
+  if (!def || def->size < sizeof(weft_op_def))
+    return st.refuse(fmt::format("an op whose weft_op_def is {} bytes, smaller than ABI {}'s {}",
+                                 def ? def->size : 0, WEFT_PLUGIN_ABI_VERSION,
+                                 sizeof(weft_op_def)));
+  if (!def->name) return st.refuse("an op without a name");
   std::string name = def->name;
   if (!good_name(name)) return st.refuse(fmt::format("op name '{}' is not snake_case", name));
   if (const OpDef* old = st.find_op(name))
@@ -374,7 +553,11 @@ int add_op(weft_registrar* r, const weft_op_def* def) {
 
 int add_kernel(weft_registrar* r, const weft_kernel_def* k) {
   Staging& st = *staging(r);
-  if (!k || !k->op || !k->run) return st.refuse("a kernel without an op or a function");
+  if (!k || k->size < sizeof(weft_kernel_def))
+    return st.refuse(
+        fmt::format("a kernel whose weft_kernel_def is {} bytes, smaller than ABI {}'s {}",
+                    k ? k->size : 0, WEFT_PLUGIN_ABI_VERSION, sizeof(weft_kernel_def)));
+  if (!k->op || !k->run) return st.refuse("a kernel without an op or a function");
   if (!st.find_op(k->op)) return st.refuse(fmt::format("a kernel for unknown op '{}'", k->op));
   bool known_device = k->device == 0;
   for (auto& d : device_list()) known_device = known_device || d.kind == k->device;
@@ -385,11 +568,15 @@ int add_kernel(weft_registrar* r, const weft_kernel_def* k) {
     return st.refuse(fmt::format("a kernel of op {} for an unknown dtype", k->op));
   std::string label =
       fmt::format("kernel '{}' of op {} (plugin {})", k->name ? k->name : "", k->op, st.plugin);
-  weft_kernel_fn fn = k->run;
+  weft_kernel_def def = *k;
+  def.name = nullptr;  // the plugin's strings are not kept; the label and op name are
+  auto op = std::make_shared<std::string>(k->op);
   KernelEntry e{k->device, k->dtype == WEFT_F32 ? DType::f32 : DType::f64,
                 fmt::format("{}:{}", st.plugin, k->name ? k->name : "kernel"),
-                [fn, label](const KernelInfo& info, std::string&) -> std::unique_ptr<Kernel> {
-                  return std::make_unique<PluginKernel>(info, fn, label);
+                [def, op, label](const KernelInfo& info, std::string& why_not) {
+                  weft_kernel_def d = def;
+                  d.op = op->c_str();
+                  return make_plugin_kernel(d, label, info, why_not);
                 },
                 2};
   st.kernels.push_back({k->op, e});
@@ -398,10 +585,24 @@ int add_kernel(weft_registrar* r, const weft_kernel_def* k) {
 
 int add_device(weft_registrar* r, const weft_device_def* d, int32_t* kind) {
   Staging& st = *staging(r);
-  if (!d || !d->name || !d->alloc || !d->free || !d->copy_to_host || !d->copy_from_host || !d->sync)
-    return st.refuse("a device needs a name, alloc, free, copy_to_host, copy_from_host and sync");
+  if (!d || d->size < sizeof(weft_device_def))
+    return st.refuse(
+        fmt::format("a device whose weft_device_def is {} bytes, smaller than ABI {}'s {}",
+                    d ? d->size : 0, WEFT_PLUGIN_ABI_VERSION, sizeof(weft_device_def)));
+  if (!d->name || !d->alloc || !d->free || !d->stream_create || !d->copy_to_host ||
+      !d->copy_from_host || !d->copy || !d->zero || !d->sync)
+    return st.refuse(
+        "a device needs a name, alloc, free, stream_create, copy_to_host, copy_from_host, copy, "
+        "zero and sync");
+  const std::string name = d->name;
+  if (name.empty() || name == "cpu")
+    return st.refuse(fmt::format("a device may not be named \"{}\"", name));
+  for (auto& other : device_list())
+    if (other.name == name)
+      return st.refuse(
+          fmt::format("device \"{}\" is already registered (plugin {})", name, other.plugin));
   int k = 1 + int(device_list().size() + st.devices.size());
-  st.devices.push_back({k, d->name, st.plugin, *d});
+  st.devices.push_back({k, name, st.plugin, *d});
   st.devices.back().fns.name = nullptr;  // the string is the plugin's; keep our copy
   if (kind) *kind = k;
   return 0;
@@ -484,36 +685,5 @@ const DeviceDef* find_device(int kind) {
 }
 
 const std::vector<DeviceDef>& devices() { return device_list(); }
-
-static const DeviceDef& device_or_fail(int kind) {
-  const DeviceDef* d = find_device(kind);
-  if (!d) throw Error(fmt::format("no device of kind {} is registered", kind));
-  return *d;
-}
-
-Tensor device_tensor(DType dtype, Dims shape, int kind) {
-  const DeviceDef& d = device_or_fail(kind);
-  size_t bytes = size_t(numel(shape)) * dtype_size(dtype);
-  void* p = d.fns.alloc(bytes);
-  if (!p) throw Error(fmt::format("device {} could not allocate {} bytes", d.name, bytes));
-  return Tensor::over(std::make_shared<Storage>(p, bytes, Device{kind, 0}, d.fns.free), dtype,
-                      std::move(shape));
-}
-
-void copy_to_device(const Tensor& host, Tensor& dev) {
-  const DeviceDef& d = device_or_fail(dev.device().kind);
-  WEFT_ASSERT(host.device().kind == 0 && host.bytes() == dev.bytes() &&
-              host.dtype() == dev.dtype());
-  if (d.fns.copy_from_host(dev.raw(), host.raw(), host.bytes()) != 0 || d.fns.sync() != 0)
-    throw Error(fmt::format("device {} failed to copy from the host", d.name));
-}
-
-Tensor copy_to_host(const Tensor& dev) {
-  const DeviceDef& d = device_or_fail(dev.device().kind);
-  Tensor host(dev.dtype(), dev.shape());
-  if (d.fns.sync() != 0 || d.fns.copy_to_host(host.raw(), dev.raw(), dev.bytes()) != 0)
-    throw Error(fmt::format("device {} failed to copy to the host", d.name));
-  return host;
-}
 
 }  // namespace weft

@@ -38,9 +38,4 @@ struct DeviceDef {
 const DeviceDef* find_device(int kind);
 const std::vector<DeviceDef>& devices();
 
-// A tensor in a plugin device's memory, and copies between it and the host.
-Tensor device_tensor(DType dtype, Dims shape, int kind);
-void copy_to_device(const Tensor& host, Tensor& device);
-Tensor copy_to_host(const Tensor& device);
-
 }  // namespace weft

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <type_traits>
+
 #include "runtime/rng.h"
 
 namespace weft {
@@ -19,25 +21,29 @@ void fill_onehot_source(Tensor& t, const SourceFill& f) {
 }
 void fill_points_source(Tensor& t, const SourceFill& f) { fill_points(*f.data, *f.examples, t); }
 
-// Element i of a noise input is draw(key, i): a counter-based stream, so a value depends
-// only on (seed, step, phase, input, i).
-template <class Draw>
-void fill_noise(Tensor& t, Draw draw) {
-  const int64_t n = t.numel();
-  if (t.dtype() == DType::f32) {
-    float* p = t.data<float>();
-    for (int64_t i = 0; i < n; ++i) p[i] = float(draw(uint64_t(i)));
-  } else {
-    double* p = t.data<double>();
-    for (int64_t i = 0; i < n; ++i) p[i] = draw(uint64_t(i));
-  }
+}  // namespace
+
+void draw_noise(bool normal, Tensor& t, double a, double b, uint64_t key) {
+  // Element i is a function of (key, i) alone: a counter-based stream, so a value depends
+  // only on (seed, step, phase, input, i).
+  auto fill = [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    const int64_t n = t.numel();
+    if (normal)
+      for (int64_t i = 0; i < n; ++i) p[i] = T(a + b * normal01(key, uint64_t(i)));
+    else
+      for (int64_t i = 0; i < n; ++i) p[i] = T(a + (b - a) * uniform01(key, uint64_t(i)));
+  };
+  if (t.dtype() == DType::f32)
+    fill(t.data<float>());
+  else
+    fill(t.data<double>());
 }
-void fill_normal(Tensor& t, const SourceFill& f) {
-  fill_noise(t, [&](uint64_t i) { return f.a + f.b * normal01(f.key, i); });
-}
-void fill_uniform(Tensor& t, const SourceFill& f) {
-  fill_noise(t, [&](uint64_t i) { return f.a + (f.b - f.a) * uniform01(f.key, i); });
-}
+
+namespace {
+
+void fill_normal(Tensor& t, const SourceFill& f) { draw_noise(true, t, f.a, f.b, f.key); }
+void fill_uniform(Tensor& t, const SourceFill& f) { draw_noise(false, t, f.a, f.b, f.key); }
 
 }  // namespace
 

@@ -37,6 +37,11 @@ struct InputSource {
   void (*fill)(Tensor& t, const SourceFill& f) = nullptr;
 };
 
+// Noise as the sources draw it: normal (a mean, b std) or uniform in [a, b), element i
+// from (key, i). The noise ops (ops/random.cpp) call it too, so that a device drawing its
+// own noise draws the same values.
+void draw_noise(bool normal, Tensor& t, double a, double b, uint64_t key);
+
 // Every source, data fields first.
 const std::vector<InputSource>& input_sources();
 // null for an unknown name.

@@ -8,8 +8,6 @@ namespace weft {
 
 const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : "f64"; }
 
-const char* device_name(Device d) { return d.kind == 0 ? "cpu" : "a plugin device"; }
-
 int64_t numel(const Dims& d) {
   int64_t n = 1;
   for (auto x : d) n *= x;
@@ -30,14 +28,14 @@ Storage::Storage(size_t n, Device dev) : bytes(n), device(dev) {
   std::memset(data, 0, rounded ? rounded : 64);
 }
 
-Storage::Storage(void* d, size_t n, Device dev, void (*rel)(void*))
-    : data(d), bytes(n), device(dev), release(rel) {}
+Storage::Storage(void* d, size_t n, Device dev, std::function<void(void*)> rel)
+    : data(d), bytes(n), device(dev), release(std::move(rel)), owned(false) {}
 
 Storage::~Storage() {
-  if (release)
-    release(data);
-  else
+  if (owned)
     std::free(data);
+  else if (release)
+    release(data);
 }
 
 Tensor::Tensor(DType dtype, Dims shape, Device device)
@@ -63,11 +61,13 @@ Tensor Tensor::over(std::shared_ptr<Storage> s, DType dtype, Dims shape) {
 
 double Tensor::at(int64_t i) const {
   WEFT_ASSERT(i >= 0 && i < numel());
+  WEFT_ASSERT(device().kind == 0, "reading device memory on the host (copy it first)");
   return dtype_ == DType::f32 ? double(data<float>()[i]) : data<double>()[i];
 }
 
 void Tensor::set(int64_t i, double v) {
   WEFT_ASSERT(i >= 0 && i < numel());
+  WEFT_ASSERT(device().kind == 0, "writing device memory on the host (copy it first)");
   if (dtype_ == DType::f32)
     data<float>()[i] = float(v);
   else
@@ -75,6 +75,7 @@ void Tensor::set(int64_t i, double v) {
 }
 
 void Tensor::fill(double v) {
+  WEFT_ASSERT(device().kind == 0, "filling device memory on the host");
   int64_t n = numel();
   if (dtype_ == DType::f32) {
     float* p = data<float>();
@@ -87,6 +88,7 @@ void Tensor::fill(double v) {
 
 void Tensor::copy_from(const Tensor& o) {
   WEFT_ASSERT(o.numel() == numel(), "copy " + dims_str(o.shape()) + " into " + dims_str(shape_));
+  WEFT_ASSERT(device().kind == 0 && o.device().kind == 0, "a host copy of device memory");
   if (o.dtype() == dtype_) {
     std::memcpy(raw(), o.raw(), bytes());
     return;

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,7 +25,8 @@ struct Device {
   static Device cpu() { return {}; }
   bool operator==(const Device&) const = default;
 };
-const char* device_name(Device d);
+// "cpu", or the name a plugin registered the device under.
+std::string device_name(Device d);
 
 using Dims = std::vector<int64_t>;
 int64_t numel(const Dims& d);
@@ -35,10 +37,12 @@ struct Storage {
   size_t bytes = 0;
   Device device;
   explicit Storage(size_t bytes, Device device = Device::cpu());
-  // Memory allocated elsewhere (a device's allocator), released by `release`.
-  Storage(void* data, size_t bytes, Device device, void (*release)(void*));
+  // Memory allocated elsewhere (a device's allocator), released by `release` (which may
+  // be empty: memory the storage does not own).
+  Storage(void* data, size_t bytes, Device device, std::function<void(void*)> release);
   ~Storage();
-  void (*release)(void*) = nullptr;
+  std::function<void(void*)> release;
+  bool owned = true;
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 };

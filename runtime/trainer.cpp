@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "runtime/autodiff.h"
+#include "runtime/device.h"
 #include "runtime/files.h"
 #include "runtime/init.h"
 #include "runtime/kernels.h"
@@ -66,6 +67,11 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
   for (const ModelParam& p : model.params) {
     Tensor t(opt.dtype, bind_batch(p.shape, 1));
     initialize(t, p.init, p.fan_in, p.fan_out, model.train.seed, p.name);
+    if (opt.device.kind != 0) {
+      Tensor d = zeros_on(opt.device, t.dtype(), t.shape());
+      upload(t, d);
+      t = d;
+    }
     params[p.name] = t;
   }
   // Each train.log value is computed by the first phase whose loss depends on it, with the
@@ -142,9 +148,22 @@ BoundPlan Session::bind_plan(const std::vector<ValueId>& targets, int64_t batch)
   po.batch = batch;
   po.dtype = opt.dtype;
   po.bf16 = opt.bf16;
+  po.device = opt.device;
   for (auto& [name, t] : params) po.bindings[name] = t;
   for (auto& in : model.inputs) {
     Tensor t(opt.dtype, bind_batch(in.shape, batch));
+    b.staging[in.name] = t;
+    if (opt.device.kind != 0) {
+      t = zeros_on(opt.device, t.dtype(), t.shape());
+      // Noise the device can draw is drawn there, with the values the host would draw.
+      const OpDef* noise = Registry::get().find("noise_" + in.source);
+      if (noise && has_kernel(*noise, opt.device, opt.dtype)) {
+        KernelInfo info{in.name,   json{{"a", in.a}, {"b", in.b}}, {}, {t.shape()}, opt.dtype,
+                        opt.device};
+        std::string kernel_name;
+        b.noise[in.name] = make_kernel(*noise, info, kernel_name, "/inputs/" + in.name);
+      }
+    }
     b.inputs[in.name] = t;
     po.bindings[in.name] = t;
   }
@@ -166,14 +185,20 @@ void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<in
     WEFT_ASSERT(in, "unknown input " + name);
     const InputSource* src = find_input_source(in->source);
     WEFT_ASSERT(src, "input " + name + " has an unknown source " + in->source);
-    SourceFill f{d,
-                 examples,
-                 model.data.low,
-                 model.data.high,
-                 in->a,
-                 in->b,
-                 stream_key(noise_key, name_key(name))};
-    src->fill(b.inputs.at(name), f);
+    const uint64_t key = stream_key(noise_key, name_key(name));
+    if (auto k = b.noise.find(name); k != b.noise.end()) {
+      static const RunContext drawn;  // the stream is all the kernel reads
+      KernelArgs a;
+      a.out = {&b.inputs.at(name)};
+      a.ctx = &drawn;
+      a.node_key = key;
+      k->second->run(a);
+      continue;
+    }
+    SourceFill f{d, examples, model.data.low, model.data.high, in->a, in->b, key};
+    Tensor& host = b.staging.at(name);
+    src->fill(host, f);
+    if (opt.device.kind != 0) upload(host, b.inputs.at(name));
   }
 }
 
@@ -196,28 +221,25 @@ void Session::run_checked(Phase& ph, size_t pi, const RunContext& ctx) {
 
 void Session::check_params(const Phase& ph, size_t pi) const {
   for (size_t k = 0; k < ph.param_tensors.size(); ++k) {
-    const int64_t bad = first_non_finite(ph.param_tensors[k]);
+    const Tensor host = on_host(ph.param_tensors[k]);
+    const int64_t bad = first_non_finite(host);
     if (bad < 0) continue;
     const ModelParam* p = model.param(ph.spec.params[k]);
     throw Error(model.file, ph.spec.where,
                 fmt::format("step {}, phase {} (minimize {}): parameter '{}' is {} at element {} "
                             "after the optimizer's update, though its gradient was finite",
                             step + 1, pi, ph.spec.loss_name, p ? p->name : ph.spec.params[k],
-                            ph.param_tensors[k].at(bad), bad));
+                            host.at(bad), bad));
   }
 }
 
 std::vector<double> Session::train_step(StepTimes* times) {
-  std::vector<double> losses, norms(phases.size(), std::nan(""));
   int draw = 0;
   const Dataset* d = data_draws_per_step_ > 0 ? dataset(model.data.split) : nullptr;
   if (d && !batcher_) batcher_ = std::make_unique<Batcher>(*d, model.train.batch, model.train.seed);
   for (size_t pi = 0; pi < phases.size(); ++pi) {
     Phase& ph = phases[pi];
-    if (!ph.spec.active_at(step)) {  // outside its steps: no update, no loss
-      losses.push_back(std::nan(""));
-      continue;
-    }
+    if (!ph.spec.active_at(step)) continue;  // outside its steps: no update, no loss
     const bool uses_data = reads_data(ph.bound);
     for (int r = 0; r < ph.spec.repeat; ++r) {
       const std::vector<int64_t>* examples = nullptr;
@@ -232,18 +254,33 @@ std::vector<double> Session::train_step(StepTimes* times) {
       else
         run_plan(*ph.bound.plan, ctx, opt.parallel, times);
       auto t2 = std::chrono::steady_clock::now();
-      norms[pi] = ph.opt->step(ph.param_tensors, ph.grad_tensors);
+      ph.opt->update(ph.grad_tensors);
       auto t3 = std::chrono::steady_clock::now();
       if (opt.check_numerics) check_params(ph, pi);
       input_seconds += std::chrono::duration<double>(t1 - t0).count();
       optimizer_seconds += std::chrono::duration<double>(t3 - t2).count();
     }
-    losses.push_back(ph.bound.plan->target(0).at(0));
   }
-  std::vector<double> logged(model.train.log.size(), std::nan(""));
-  for (auto& ph : phases)
-    if (ph.spec.active_at(step))
-      for (auto& [li, t] : ph.logs) logged[li] = ph.bound.plan->target(t).at(0);
+  // The step's scalars (each phase's loss, the logged values, each phase's gradient norm)
+  // come back together, with one wait for the device.
+  std::vector<std::pair<const Tensor*, double*>> wanted;
+  std::vector<double> losses(phases.size(), std::nan("")),
+      logged(model.train.log.size(), std::nan("")), norms(phases.size(), std::nan(""));
+  for (size_t pi = 0; pi < phases.size(); ++pi) {
+    Phase& ph = phases[pi];
+    if (!ph.spec.active_at(step)) continue;
+    wanted.push_back({&ph.bound.plan->target(0), &losses[pi]});
+    for (auto& [li, t] : ph.logs) wanted.push_back({&ph.bound.plan->target(t), &logged[li]});
+    wanted.push_back({&ph.opt->sum_of_squares(), &norms[pi]});
+  }
+  std::vector<Tensor> host;
+  for (auto& [t, into] : wanted) {
+    host.emplace_back(t->dtype(), t->shape());
+    download_async(*t, host.back());
+  }
+  sync_device(opt.device);
+  for (size_t i = 0; i < wanted.size(); ++i) *wanted[i].second = host[i].at(0);
+  for (double& n : norms) n = std::sqrt(n);  // NaN stays NaN
   losses.insert(losses.end(), logged.begin(), logged.end());
   losses.insert(losses.end(), norms.begin(), norms.end());
   ++step;
@@ -324,16 +361,17 @@ std::vector<Tensor> Session::evaluate_values(const std::vector<ValueId>& values,
   RunContext ctx{model.train.seed, 0, 0, false};
   run_plan(*b.plan, ctx, opt.parallel);
   std::vector<Tensor> out;
-  for (size_t i = 0; i < values.size(); ++i) out.push_back(b.plan->target(i).to(opt.dtype));
+  for (size_t i = 0; i < values.size(); ++i)
+    out.push_back(on_host(b.plan->target(i)).to(opt.dtype));
   return out;
 }
 
 void Session::save_checkpoint(const std::string& path) const {
   NamedTensors t;
-  for (auto& [name, p] : params) t.push_back({"param/" + name, p});
+  for (auto& [name, p] : params) t.push_back({"param/" + name, on_host(p)});
   for (size_t pi = 0; pi < phases.size(); ++pi)
     for (auto& [name, s] : phases[pi].opt->state())
-      t.push_back({fmt::format("opt/{}/{}", pi, name), s});
+      t.push_back({fmt::format("opt/{}/{}", pi, name), on_host(s)});
   std::map<std::string, std::string> meta = {
       {"format", "weft-checkpoint-1"},
       {"graph", model.name},
@@ -427,7 +465,13 @@ void Session::load_checkpoint(const std::string& path, bool to_continue) {
         path, "",
         fmt::format("holds values that are not finite:\n  {}", fmt::join(problems, "\n  ")));
 
-  for (auto& [key, dst] : wanted) dst.copy_from(f.tensors.at(key));
+  for (auto& [key, dst] : wanted) {
+    if (dst.device().kind == 0)
+      dst.copy_from(f.tensors.at(key));
+    else
+      upload(f.tensors.at(key), dst);
+  }
+  sync_device(opt.device);
   step = ck_step;
 }
 

@@ -23,12 +23,19 @@ struct SessionOptions {
   bool parallel = false;
   std::string data_dir;         // "": default_data_dir()
   bool check_numerics = false;  // check every step's outputs and parameters for NaN and Inf
+  // Where the plans run and the parameters, optimizer state and buffers live (--device).
+  // On a plugin device a step copies in only its inputs (the batch, the noise) and copies
+  // back only the scalars it logs; checkpoints and outputs come back when written.
+  Device device;
 };
 
 // A compiled plan with the input tensors bound to it.
 struct BoundPlan {
   std::unique_ptr<Plan> plan;
-  std::map<std::string, Tensor> inputs;
+  std::map<std::string, Tensor> inputs;   // on the plan's device
+  std::map<std::string, Tensor> staging;  // filled on the host; the inputs themselves on the CPU
+  // Noise inputs a plugin device draws itself (its kernels for noise_normal, noise_uniform).
+  std::map<std::string, std::unique_ptr<Kernel>> noise;
   std::vector<std::string> used;  // inputs the plan reads
 };
 

@@ -143,7 +143,7 @@ std::pair<Tensor, double> one_step(const json& spec, std::initializer_list<doubl
   std::vector<Tensor> params = {vec(p)};
   Tensor grad = vec(g);
   auto opt = make_optimizer(spec, params, {"w"});
-  const double norm = opt->step(params, {&grad});
+  const double norm = opt->step({&grad});
   return {params[0], norm};
 }
 }  // namespace
@@ -248,7 +248,7 @@ TEST_CASE("sgd, adam and rmsprop: three steps over 70,001 elements equal PyTorch
         sum += g * g;
         want[k] = c.update(want[k], g, &state[2 * k], t);
       }
-      CHECK(opt->step(params, {&grad}) == doctest::Approx(std::sqrt(sum)).epsilon(1e-9));
+      CHECK(opt->step({&grad}) == doctest::Approx(std::sqrt(sum)).epsilon(1e-9));
     }
     double worst = 0;
     for (int64_t k = 0; k < n; ++k) worst = std::max(worst, std::abs(params[0].at(k) - want[k]));

@@ -353,8 +353,8 @@ const char* const kTest =
         "high": 1, "order": 2, "no_grad_inputs": []})";
 
 void check(const std::string& attrs, const std::string& gradient, const std::string& test) {
-  weft_op_def def = {"fuzz_op",        "",          "x", "y", attrs.c_str(), same_shape,
-                     gradient.c_str(), test.c_str()};
+  weft_op_def def = {sizeof(weft_op_def), "fuzz_op",        "",          "x", "y", attrs.c_str(),
+                     same_shape,          gradient.c_str(), test.c_str()};
   check_op_def(def, "fuzz-plugin");
 }
 }  // namespace

@@ -19,9 +19,13 @@
 using namespace weft;
 
 namespace {
-// Ops tested elsewhere: graph sources have no kernel, and `grad` is autodiff itself
-// (tests/test_autodiff.cpp).
-const std::set<std::string> kElsewhere = {"input", "param", "constant", "grad"};
+// Ops tested elsewhere: graph sources have no kernel, `grad` is autodiff itself
+// (tests/test_autodiff.cpp), and the optimizers' updates are checked against PyTorch's
+// formulas written out in f64 (tests/test_executor.cpp), and the noise ops draw what the
+// input sources draw (tests/test_device.cpp).
+const std::set<std::string> kElsewhere = {
+    "input",       "param",          "constant",    "grad",         "sgd_update",
+    "adam_update", "rmsprop_update", "sum_squares", "noise_normal", "noise_uniform"};
 }  // namespace
 
 TEST_CASE("every op has a test spec") {

@@ -2,8 +2,11 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -35,6 +38,17 @@ inline std::string slurp(const std::filesystem::path& p) {
 }
 inline void spit(const std::filesystem::path& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// Runs a shell command with stdout and stderr into `out`; returns its exit status (-1 when
+// it did not exit).
+inline int run_command(const std::string& cmd, std::string& out) {
+  const std::filesystem::path log =
+      std::filesystem::temp_directory_path() / ("weft_test_" + std::to_string(::getpid()) + ".log");
+  const int s = std::system((cmd + " > " + log.string() + " 2>&1").c_str());
+  out = slurp(log);
+  std::filesystem::remove(log);
+  return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
 }
 
 }  // namespace weft::test

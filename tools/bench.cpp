@@ -9,6 +9,7 @@
 #include <chrono>
 #include <map>
 
+#include "runtime/device.h"
 #include "tools/commands.h"
 
 namespace weft {
@@ -21,13 +22,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // The best of `reps` runs of one plan step alone, after two unmeasured ones: its inputs
 // and outputs stay in cache, as they would if nothing ran between the primitives.
-double alone_seconds(PlanStep& st, const RunContext& ctx, int reps) {
+double alone_seconds(PlanStep& st, Device dev, const RunContext& ctx, int reps) {
   st.args.ctx = &ctx;
   for (int i = 0; i < 2; ++i) st.kernel->run(st.args);
+  sync_device(dev);
   double best = 1e30;
   for (int i = 0; i < reps; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     st.kernel->run(st.args);
+    sync_device(dev);  // a device's kernel is timed to its end
     best = std::min(best, seconds_since(t0));
   }
   return best;
@@ -45,9 +48,22 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
   for (int64_t i = 0; i < steps; ++i)
     for (size_t pi = 0; pi < s.phases.size(); ++pi)
       active[pi] += s.phases[pi].spec.active_at(s.step + i) ? s.phases[pi].spec.repeat : 0;
+  const Traffic before = device_traffic();
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < steps; ++i) s.train_step();
   const double secs = seconds_since(t0), per_step = 1e3 / double(steps);
+  if (so.device.kind != 0) {
+    const Traffic after = device_traffic();
+    const double n = double(steps);
+    fmt::print(
+        "on {}: per step {:.1f} copies in ({:.1f} KiB), {:.1f} out ({:.2f} KiB), {:.1f} "
+        "waits\n",
+        device_name(so.device), double(after.copies_in - before.copies_in) / n,
+        double(after.bytes_in - before.bytes_in) / n / 1024,
+        double(after.copies_out - before.copies_out) / n,
+        double(after.bytes_out - before.bytes_out) / n / 1024,
+        double(after.syncs - before.syncs) / n);
+  }
   const double step_ms = secs * per_step, input_ms = s.input_seconds * per_step,
                opt_ms = s.optimizer_seconds * per_step;
   // Then each phase's plan again, each kernel timed: as often per step as training runs it.
@@ -67,6 +83,7 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
     for (int64_t i = 0; i < runs; ++i) {
       auto t1 = std::chrono::steady_clock::now();
       run_plan(plan, ctx, false, nullptr);
+      sync_device(plan.device);
       unprofiled_ms += 1e3 * seconds_since(t1) / double(steps);
       run_plan(plan, ctx, false, &t);
     }
@@ -82,7 +99,7 @@ int run_bench(const Model& m, const SessionOptions& so, int64_t steps, int64_t w
       const double share = double(runs) / double(steps);  // runs per training step
       flops += st.flops * share;
       if (st.dense) {
-        floor_ms += 1e3 * alone_seconds(st, ctx, 10) * share;
+        floor_ms += 1e3 * alone_seconds(st, plan.device, ctx, 10) * share;
         dense_flops += st.flops * share;
       }
     }

@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 
+#include "runtime/device.h"
 #include "runtime/files.h"
 #include "runtime/gradcheck.h"
 #include "runtime/model.h"
@@ -39,6 +40,7 @@ struct Common {
   static constexpr int64_t kUnset = std::numeric_limits<int64_t>::min();
   int64_t seed = kUnset, batch = kUnset;
   std::string precision = "f32";
+  std::string device = "cpu";
 };
 
 std::optional<int64_t> given(int64_t v) {
@@ -64,6 +66,10 @@ void add_common(CLI::App* c, Common& o, bool graph = true) {
                 "in f32 (weights, gradients and optimizer state stay f32)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
+  c->add_option("--device", o.device,
+                "where the plans run and the parameters live: cpu, or a device a loaded plugin "
+                "registers (`weft ops` lists them)")
+      ->capture_default_str();
   add_plugin_option(c, o.plugins);
 }
 
@@ -82,6 +88,10 @@ SessionOptions session_options(const Common& o) {
   so.parallel = o.parallel;
   so.data_dir = o.data;
   so.bf16 = o.precision == "bf16";
+  so.device = device_named(o.device);
+  if (so.device.kind != 0 && so.bf16)
+    throw Error("", "",
+                "--precision bf16 is for the CPU's oneDNN kernels; on a plugin device use f32");
   return so;
 }
 
@@ -185,6 +195,24 @@ int cmd_check(const Common& o) {
           double(ph.bound.plan->naive_bytes) / (1 << 20));
     }
     fmt::print("  {:<25} {:>10.2f} MFLOP\n", "total", all / 1e6);
+    // Where each step runs: a plan is placed whole on one device, so copies happen only at
+    // its edges (the inputs in, the logged scalars out).
+    fmt::print(
+        "\nplacement on {} (a plan runs wholly on one device; WEFT_VERBOSE=dispatch "
+        "names each node's kernel)\n",
+        device_name(s->opt.device));
+    for (auto& ph : s->phases) {
+      std::map<std::string, int> kernels;
+      for (auto& st : ph.bound.plan->steps) kernels[st.kernel_name]++;
+      std::vector<std::string> parts;
+      for (auto& [k, n] : kernels) parts.push_back(fmt::format("{} {}", k, n));
+      fmt::print("  minimize {:<16} kernels: {}\n", ph.spec.loss_name, fmt::join(parts, ", "));
+      if (s->opt.device.kind != 0)
+        fmt::print(
+            "  {:<25} copies in per run: {}; out per step: the loss, logged values and "
+            "gradient norm\n",
+            "", fmt::join(ph.bound.used, ", "));
+    }
   }
   return 0;
 }
@@ -194,7 +222,10 @@ int cmd_ops(bool all) {
   for (const OpDef* d : Registry::get().all()) {
     if (d->is_source || (!all && !d->internal_why.empty())) continue;
     std::set<std::string> ks;
-    for (auto& k : d->kernel_list) ks.insert(fmt::format("{}/{}", k.name, dtype_name(k.dtype)));
+    for (auto& k : d->kernel_list)
+      ks.insert(k.device_kind == 0 ? fmt::format("{}/{}", k.name, dtype_name(k.dtype))
+                                   : fmt::format("{}/{} on {}", k.name, dtype_name(k.dtype),
+                                                 device_name(Device{k.device_kind, 0})));
     std::string kind = d->expansion ? "composite" : d->grad_rule ? "differentiable" : "no gradient";
     std::string origin = d->origin_name;
     for (auto& p : loaded_plugins())
@@ -209,6 +240,9 @@ int cmd_ops(bool all) {
     if (!ks.empty()) fmt::print("    kernels: {}\n", fmt::join(ks, ", "));
     if (!d->internal_why.empty()) fmt::print("    internal: {}\n", d->internal_why);
   }
+  fmt::print("\ndevices (--device): cpu (built in)");
+  for (const DeviceDef& d : devices()) fmt::print(", {} (plugin {})", d.name, d.plugin);
+  fmt::print("\n");
   return 0;
 }
 
@@ -310,7 +344,9 @@ json sample_quality(Session& gen, const Common& o, const Classifier& c) {
       throw Error(c.graph, "/outputs",
                   fmt::format("a classifier for --classifier names \"{}\" among its outputs", out));
   SessionOptions so = session_options(o);
-  so.bf16 = false;  // the yardstick measures in f32 whatever precision made the samples
+  // The yardstick measures on the CPU in f32, whatever device and precision made the samples.
+  so.bf16 = false;
+  so.device = Device::cpu();
   Session cs(cm, so);
   cs.load_checkpoint(c.checkpoint, false);
   const Dataset* test = cs.dataset("test");

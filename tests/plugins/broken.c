@@ -23,7 +23,7 @@ int some_function(void) { return 42; }
 #else
 static const weft_plugin_info kInfo = {
 #ifdef BROKEN_abi
-    999,
+    1, /* a plugin built against the first version of the header */
 #else
     WEFT_PLUGIN_ABI_VERSION,
 #endif
@@ -40,12 +40,21 @@ const weft_plugin_info* weft_plugin_describe(void) { return &kInfo; }
 int weft_plugin_init(const weft_host* host, weft_registrar* reg) {
   (void)host;
 #if defined(BROKEN_duplicate)
-  weft_op_def op = {"relu", "a second relu", "x", "y", NULL, copy_shape, NULL, NULL};
+  weft_op_def op = {
+      sizeof(weft_op_def), "relu", "a second relu", "x", "y", NULL, copy_shape, NULL, NULL};
 #elif defined(BROKEN_schema)
-  weft_op_def op = {"broken_schema", "",   "x", "y", "[{\"name\": \"z\", \"type\": \"complex\"}]",
-                    copy_shape,      NULL, NULL};
+  weft_op_def op = {sizeof(weft_op_def),
+                    "broken_schema",
+                    "",
+                    "x",
+                    "y",
+                    "[{\"name\": \"z\", \"type\": \"complex\"}]",
+                    copy_shape,
+                    NULL,
+                    NULL};
 #elif defined(BROKEN_gradient)
-  weft_op_def op = {"broken_gradient",
+  weft_op_def op = {sizeof(weft_op_def),
+                    "broken_gradient",
                     "",
                     "x",
                     "y",
@@ -55,17 +64,35 @@ int weft_plugin_init(const weft_host* host, weft_registrar* reg) {
                     "\"grads\": {\"x\": \"g\"}}",
                     NULL};
 #elif defined(BROKEN_partial)
-  weft_op_def ok = {
-      "partial_ok", "registered before the plugin is refused", "x", "y", NULL, copy_shape, NULL,
-      NULL};
+  weft_op_def ok = {sizeof(weft_op_def),
+                    "partial_ok",
+                    "registered before the plugin is refused",
+                    "x",
+                    "y",
+                    NULL,
+                    copy_shape,
+                    NULL,
+                    NULL};
   if (reg->add_op(reg, &ok)) return 1;
-  weft_op_def op = {"Partial Bad", "", "x", "y", NULL, copy_shape, NULL, NULL};
+  weft_op_def op = {sizeof(weft_op_def), "Partial Bad", "", "x", "y", NULL, copy_shape, NULL, NULL};
+#elif defined(BROKEN_size)
+  /* A weft_op_def shorter than this ABI's: a plugin compiled against another header. */
+  weft_op_def op = {8, "short_struct", "", "x", "y", NULL, copy_shape, NULL, NULL};
 #else /* BROKEN_kernel_error: loads, but its kernel fails */
-  weft_op_def op = {"always_fails", "fails when run", "x", "y", NULL, copy_shape, NULL, NULL};
+  weft_op_def op = {sizeof(weft_op_def),
+                    "always_fails",
+                    "fails when run",
+                    "x",
+                    "y",
+                    NULL,
+                    copy_shape,
+                    NULL,
+                    NULL};
 #endif
   if (reg->add_op(reg, &op)) return 1;
 #ifdef BROKEN_kernel_error
-  weft_kernel_def k = {"always_fails", WEFT_DEVICE_CPU, WEFT_F32, "cpu", fails};
+  weft_kernel_def k = {
+      sizeof(weft_kernel_def), "always_fails", WEFT_DEVICE_CPU, WEFT_F32, "cpu", fails, NULL, NULL};
   if (reg->add_kernel(reg, &k)) return 1;
 #else
   (void)fails;
