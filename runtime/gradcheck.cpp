@@ -7,8 +7,11 @@
 #include <map>
 
 #include "runtime/autodiff.h"
+#include "runtime/device.h"
 #include "runtime/executor.h"
+#include "runtime/optimizer.h"
 #include "runtime/rng.h"
+#include "runtime/sources.h"
 
 namespace weft {
 
@@ -178,10 +181,18 @@ struct Outcome {
 // The plan's inputs are bound to copies of `start` in the plan's dtype, so every plan of a
 // case starts from the same values although kernels may update their inputs.
 Outcome run_case(const Graph& g, const std::vector<ValueId>& targets, const PlanOptions& start,
-                 DType dtype, const std::string& op, const std::vector<std::string>& mutated) {
+                 DType dtype, const std::string& op, const std::vector<std::string>& mutated,
+                 Device device = Device::cpu()) {
   PlanOptions o = start;
   o.dtype = dtype;
-  for (auto& [k, v] : o.bindings) v = v.to(dtype);
+  o.device = device;
+  for (auto& [k, v] : o.bindings) {
+    const Tensor host = v.to(dtype);
+    v = host;
+    if (device.kind == 0) continue;
+    v = zeros_on(device, dtype, host.shape());
+    upload(host, v);
+  }
   auto plan = compile_plan(g, targets, o);
   Outcome out;
   std::vector<std::string> ks;
@@ -196,9 +207,9 @@ Outcome run_case(const Graph& g, const std::vector<ValueId>& targets, const Plan
     ctx.training = training;
     run_plan(*plan, ctx, false);
     for (size_t j = 0; j < targets.size(); ++j)
-      out.values.push_back(plan->target(j).to(DType::f64));
+      out.values.push_back(on_host(plan->target(j)).to(DType::f64));
   }
-  for (auto& name : mutated) out.values.push_back(o.bindings.at(name).to(DType::f64));
+  for (auto& name : mutated) out.values.push_back(on_host(o.bindings.at(name)).to(DType::f64));
   return out;
 }
 
@@ -287,6 +298,105 @@ std::vector<CheckResult> check_f32(const OpDef& def) {
     else
       problem = fmt::format("dispatch picked '{}' before '{}', which the test spec expects",
                             dispatched.picked, expected);
+  }
+  return results;
+}
+
+std::vector<CheckResult> check_device(const OpDef& def, Device device) {
+  std::vector<CheckResult> results;
+  if (!def.test_spec) return results;
+  std::vector<std::string> mutated;
+  for (int k : def.mutated_inputs) mutated.push_back(fmt::format("x{}", k));
+  const std::vector<Case> cases = cases_of(def, {}, nullptr);
+  for (int index = 0; index < int(cases.size()); ++index) {
+    const Case& c = cases[index];
+    Harness h(def, c, 11 + uint64_t(index), false);
+    std::vector<ValueId> targets;
+    for (auto& o : h.outs) targets.push_back(o.id);
+    const Outcome ref = run_case(h.g, targets, h.opt, DType::f64, def.name, mutated);
+    CheckResult r{def.name, fmt::format("on {} vs f64 {}", device_name(device), case_str(c)),
+                  0,        1e-4,
+                  {},       ""};
+    try {
+      const Outcome on = run_case(h.g, targets, h.opt, DType::f32, def.name, mutated, device);
+      r.kernels = on.kernels;
+      r.worst = worst_error(on, ref);
+    } catch (const Error& e) {
+      // The op's own kernel declining a case is the device's choice; anything else fails.
+      if (e.message().find("no f32 kernel for op " + def.name + " on") != std::string::npos)
+        r.declined = e.message();
+      else
+        r.problem = e.message();
+    }
+    results.push_back(r);
+  }
+  return results;
+}
+
+std::vector<CheckResult> check_device_trainer_ops(Device device) {
+  std::vector<CheckResult> results;
+  auto has = [&](const std::string& op) {
+    const OpDef* d = Registry::get().find(op);
+    return d && has_kernel(*d, device, DType::f32);
+  };
+  auto relative = [](double a, double b) { return std::abs(a - b) / std::max(1.0, std::abs(b)); };
+  const int64_t n = 1001;  // odd: the vector loops' tails
+  const json specs[] = {
+      {{"sgd", {{"lr", 0.01}, {"momentum", 0.9}, {"nesterov", true}, {"weight_decay", 0.1}}}},
+      {{"adam", {{"lr", 0.01}, {"weight_decay", 0.1}, {"clip_norm", 1.0}}}},
+      {{"rmsprop", {{"lr", 0.01}, {"momentum", 0.5}, {"clip_value", 0.5}, {"clip_weights", 0.9}}}}};
+  for (const json& spec : specs) {
+    const std::string kind = spec.begin().key();
+    const bool by_norm = spec.begin().value().value("clip_norm", 0.0) > 0;
+    if (!has(kind + "_update") || (by_norm && !has("sum_squares"))) continue;
+    Tensor p64(DType::f64, {n}), g64(DType::f64, {n});
+    for (int64_t k = 0; k < n; ++k) p64.set(k, std::cos(double(k)));
+    Tensor pdev = zeros_on(device, DType::f32, {n}), gdev = zeros_on(device, DType::f32, {n});
+    upload(p64.to(DType::f32), pdev);
+    Optimizer ref(spec, {p64}, {"w"}), dev(spec, {pdev}, {"w"});
+    CheckResult r{kind + "_update",
+                  fmt::format("on {} vs f64: {} steps of {}", device_name(device), 3, spec.dump()),
+                  0,
+                  1e-4,
+                  {},
+                  ""};
+    for (int t = 1; t <= 3; ++t) {
+      for (int64_t k = 0; k < n; ++k) g64.set(k, std::sin(0.37 * double(k) + t) * (1 + k % 7));
+      upload(g64.to(DType::f32), gdev);
+      const double want = ref.step({&g64}), got = dev.step({&gdev});
+      r.worst = std::max(r.worst, relative(got, want));
+    }
+    const Tensor p = on_host(pdev);
+    for (int64_t k = 0; k < n; ++k) r.worst = std::max(r.worst, relative(p.at(k), p64.at(k)));
+    for (size_t s = 0; s < ref.state().size(); ++s) {
+      const Tensor a = on_host(dev.state()[s].second), b = ref.state()[s].second;
+      for (int64_t k = 0; k < b.numel(); ++k)
+        r.worst = std::max(r.worst, relative(a.at(k), b.at(k)));
+    }
+    results.push_back(r);
+  }
+  for (const bool normal : {true, false}) {
+    const std::string op = normal ? "noise_normal" : "noise_uniform";
+    if (!has(op)) continue;
+    const double a = normal ? 0.5 : -2, b = normal ? 2 : 3;
+    const uint64_t key = stream_key(7, 11, 13);
+    Tensor want(DType::f64, {n});
+    draw_noise(normal, want, a, b, key);
+    Tensor got = zeros_on(device, DType::f32, {n});
+    KernelInfo info{op, json{{"a", a}, {"b", b}}, {}, {{n}}, DType::f32, device};
+    std::string name;
+    std::unique_ptr<Kernel> k = make_kernel(*Registry::get().find(op), info, name, "");
+    RunContext ctx;
+    KernelArgs args;
+    args.out = {&got};
+    args.ctx = &ctx;
+    args.node_key = key;
+    k->run(args);
+    const Tensor h = on_host(got);
+    CheckResult r{op, fmt::format("on {} vs f64: {} draws", device_name(device), n), 0, 1e-6, {},
+                  ""};
+    for (int64_t i = 0; i < n; ++i) r.worst = std::max(r.worst, relative(h.at(i), want.at(i)));
+    results.push_back(r);
   }
   return results;
 }

@@ -17,6 +17,7 @@ struct CheckResult {
   std::vector<double> per_input;  // worst error per input (gradient checks)
   std::string kernels;            // f32 kernels used (f32 checks)
   std::string problem;            // a failure that is no number: dispatch passed a kernel over
+  std::string declined;           // a device's kernel did not take the case: why (not a failure)
   bool ok() const { return problem.empty() && worst <= tolerance; }
 };
 
@@ -28,5 +29,16 @@ std::vector<CheckResult> check_gradients(const OpDef& def, const std::vector<Dim
 // updated in place alike. A case fails when dispatch picks another kernel than the spec's
 // expect_kernel.
 std::vector<CheckResult> check_f32(const OpDef& def);
+// Per case: the op's f32 kernel on a plugin device (inputs copied there, outputs and inputs
+// updated in place copied back) against the f64 reference on the CPU, in training and in
+// inference, within 1e-4 (a device's reductions and math library round differently from
+// the CPU's). A case the device's kernel declines is reported with its reason. Cases whose
+// plan needs another op the device has no kernel for are refused like any plan.
+std::vector<CheckResult> check_device(const OpDef& def, Device device);
+// What the trainer runs outside graphs, on a plugin device against f64 on the CPU: each
+// optimizer's update for three steps (clipping by norm, value and weights included, so
+// sum_squares too) and the noise inputs' draws. Ops the device has no kernel for are left
+// out.
+std::vector<CheckResult> check_device_trainer_ops(Device device);
 
 }  // namespace weft

@@ -11,11 +11,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "plugins/example/fake_device.h"
 #include "runtime/device.h"
+#include "runtime/gradcheck.h"
+#include "runtime/kernels.h"
 #include "runtime/model.h"
+#include "runtime/plan.h"
 #include "runtime/plugin.h"
 #include "runtime/trainer.h"
 #include "tests/test_util.h"
@@ -237,4 +241,48 @@ TEST_CASE("the runner: --device trains, resumes on the CPU, and names what is mi
   CHECK(run_command(w + " check " + graph + " --plugin " + lib + " --device host-fake", out) == 0);
   CHECK(out.find("placement on host-fake") != std::string::npos);
   CHECK(out.find("kernels: weft-example:host-fake") != std::string::npos);
+}
+
+TEST_CASE("the device sweep checks every kernel the device has, and catches a wrong one") {
+  const Device dev = fake();
+  int cases = 0;
+  for (const OpDef* d : Registry::get().all()) {
+    if (!has_kernel(*d, dev, DType::f32)) continue;
+    for (auto& r : check_device(*d, dev)) {
+      INFO(r.op, " ", r.what, " ", r.problem);
+      CHECK(r.ok());
+      CHECK(r.declined.empty());
+      ++cases;
+    }
+  }
+  CHECK(cases > 60);
+  std::set<std::string> trainer_ops;
+  for (auto& r : check_device_trainer_ops(dev)) {
+    INFO(r.op, " ", r.what);
+    CHECK(r.ok());
+    trainer_ops.insert(r.op);
+  }
+  CHECK(trainer_ops == std::set<std::string>{"adam_update", "noise_normal", "noise_uniform",
+                                             "rmsprop_update", "sgd_update"});
+
+  // square's CPU kernels, and on the device a kernel that is off by 1%: the sweep must fail.
+  OpDef wrong("test_wrong_on_device");
+  wrong.input("x")
+      .output("y")
+      .shape([](const ShapeContext& c) { return std::vector<Shape>{c.in[0]}; })
+      .kernels(Registry::get().find("square")->kernel_list)
+      .kernel(dev.kind, DType::f32, "wrong",
+              fn_kernel([dev](const KernelInfo&, const KernelArgs& a) {
+                sync_device(dev);  // the device's queued copies first: its memory is the host's
+                for (int64_t i = 0; i < a.out[0]->numel(); ++i) {
+                  const float x = a.in[0]->data<float>()[i];
+                  a.out[0]->data<float>()[i] = 1.01f * x * x;
+                }
+              }))
+      .test({.cases = {{{4, 7}}}});
+  ScopedOp scoped(wrong);
+  auto r = check_device(scoped.def(), dev);
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].worst > 1e-3);
+  CHECK_FALSE(r[0].ok());
 }

@@ -663,6 +663,61 @@ int cmd_probe(const Common& o, const std::vector<std::string>& files, bool pixel
   return 0;
 }
 
+// Every op with a kernel on `device` (or the one named) against the f64 reference on the CPU.
+int cmd_device_check(const std::string& op, const std::string& device_name_given) {
+  const Device dev = device_named(device_name_given);
+  if (dev.kind == 0)
+    throw Error("--device checks a plugin device's kernels; the CPU's are checked without it");
+  std::vector<const OpDef*> ops;
+  if (!op.empty()) {
+    const OpDef* d = Registry::get().find(op);
+    if (!d) throw Error("", "", fmt::format("unknown op '{}' (weft ops lists them)", op));
+    if (!has_kernel(*d, dev, DType::f32))
+      throw Error("", "", fmt::format("op {} has no f32 kernel on {}", op, device_name(dev)));
+    ops.push_back(d);
+  } else {
+    for (const OpDef* d : Registry::get().all())
+      if (has_kernel(*d, dev, DType::f32)) ops.push_back(d);
+  }
+  int failed = 0, checked = 0, declined = 0, untested = 0;
+  for (const OpDef* d : ops) {
+    if (!d->test_spec) {
+      if (d->internal_why != "run by the trainer's optimizers" &&
+          d->internal_why != "drawn by the trainer for a noise input") {
+        fmt::print("--   {}: no test spec to draw inputs from\n", d->name);
+        ++untested;
+      }
+      continue;
+    }
+    for (auto& r : check_device(*d, dev)) {
+      ++checked;
+      if (!r.declined.empty()) {
+        ++declined;
+        fmt::print("--   {} {}: declined: {}\n", d->name, r.what, r.declined);
+      } else if (!r.problem.empty()) {
+        ++failed;
+        fmt::print("FAIL {} {}: {}\n", d->name, r.what, r.problem);
+      } else {
+        failed += !r.ok();
+        fmt::print("{:<4} {} {}: worst relative error {:.2e} (tolerance {:.0e})\n",
+                   r.ok() ? "ok" : "FAIL", d->name, r.what, r.worst, r.tolerance);
+      }
+    }
+  }
+  // The optimizers' updates and the noise draws have no graph to test them in: the trainer's
+  // own use of them is checked instead.
+  for (auto& r : check_device_trainer_ops(dev)) {
+    if (!op.empty() && r.op != op) continue;
+    ++checked;
+    failed += !r.ok();
+    fmt::print("{:<4} {} {}: worst relative error {:.2e} (tolerance {:.0e})\n",
+               r.ok() ? "ok" : "FAIL", r.op, r.what, r.worst, r.tolerance);
+  }
+  fmt::print("{} cases of {} ops on {}: {} failed, {} declined; {} ops without a test spec\n",
+             checked, ops.size(), device_name(dev), failed, declined, untested);
+  return failed ? 1 : 0;
+}
+
 int cmd_gradcheck(const std::string& op, const std::vector<std::string>& shapes) {
   const OpDef* d = Registry::get().find(op);
   if (!d) throw Error("", "", fmt::format("unknown op '{}' (weft ops lists them)", op));
@@ -814,10 +869,18 @@ int main(int argc, char** argv) {
 
   auto* grad =
       app.add_subcommand("gradcheck", "check an op's gradient against finite differences (f64)");
-  grad->add_option("--op", op, "the op")->required();
+  grad->add_option("--op", op, "the op (with --device: every op with a kernel there if omitted)");
   grad->add_option("--shape", shapes, "input shapes, one --shape per input: 4,7");
+  std::string check_device_name;
+  grad->add_option("--device", check_device_name,
+                   "check a plugin device's f32 kernels against the f64 reference on the CPU, "
+                   "on each op's test cases, instead of gradients");
   add_plugin_option(grad, o.plugins);
-  table["gradcheck"] = [&] { return cmd_gradcheck(op, shapes); };
+  table["gradcheck"] = [&] {
+    if (!check_device_name.empty()) return cmd_device_check(op, check_device_name);
+    if (op.empty()) throw Error("weft gradcheck needs --op NAME (or --device NAME)");
+    return cmd_gradcheck(op, shapes);
+  };
 
   try {
     app.parse(argc, argv);
