@@ -2,6 +2,7 @@
 // training, updating running statistics that it uses in inference; layer_norm normalizes
 // each example over its trailing axes and is composite, so twice differentiable.
 #include "ops/common.h"
+#include "runtime/distributed.h"
 
 namespace weft::ops {
 namespace {
@@ -318,6 +319,118 @@ class PlanarBatchNormBackward : public Kernel {
   double eps_;
 };
 
+// Batch norm whose statistics are the whole batch's across the ranks of a data-parallel
+// run (weft train --sync-batch-norm, PyTorch's SyncBatchNorm): each rank sums its shard and
+// one allreduce per call adds the ranks' sums; the backward pass does the same with its two
+// sums per channel. Each rank's loss is the mean over its shard, so its dy is the ranks'
+// count times the whole batch's, and so is its dx: the trainer's average over the ranks of
+// the parameters' gradients (including dgamma and dbeta, the rank's own sums) undoes it.
+// The collectives are called from the kernel: the plan must run in order on every rank.
+template <class T>
+class SyncBatchNorm : public Kernel {
+ public:
+  explicit SyncBatchNorm(const KernelInfo& info)
+      : q_(chan(info.in[0])),
+        m_(info.attrs.at("momentum")),
+        eps_(info.attrs.at("eps")),
+        slope_(negative_slope(info.attrs)) {}
+  void run(const KernelArgs& a) override {
+    const T *x = in_ptr<T>(a, 0), *gamma = in_ptr<T>(a, 1), *beta = in_ptr<T>(a, 2);
+    T *rm = a.in[3]->data<T>(), *rv = a.in[4]->data<T>();
+    T *y = out_ptr<T>(a, 0), *mean = out_ptr<T>(a, 1), *var = out_ptr<T>(a, 2);
+    const Chan q = q_;
+    const int64_t total = q.n * q.inner * ranks().size;
+    if (a.ctx->training) {
+      std::vector<double> sums(size_t(2 * q.c));
+      double* s = sums.data();
+      per_channel(q, [=](int64_t k) {
+        s[k] = channel_sum(q, k, [=](int64_t at) { return double(x[at]); });
+        s[q.c + k] = channel_sum(q, k, [=](int64_t at) { return double(x[at]) * double(x[at]); });
+      });
+      allreduce_sum(s, sums.size());
+      for (int64_t k = 0; k < q.c; ++k) {
+        const double mu = s[k] / double(total);
+        mean[k] = T(mu);
+        var[k] = T(std::max(0.0, s[q.c + k] / double(total) - mu * mu));
+      }
+      update_running(rm, rv, mean, var, q.c, m_, total);
+    } else {
+      std::copy(rm, rm + q.c, mean);
+      std::copy(rv, rv + q.c, var);
+    }
+    const double eps = eps_, slope = slope_;
+    per_channel(q, [=](int64_t k) {
+      const double scale = double(gamma[k]) / std::sqrt(double(var[k]) + eps);
+      for (int64_t i = 0; i < q.n; ++i)
+        for (int64_t j = 0; j < q.inner; ++j) {
+          const int64_t at = (i * q.c + k) * q.inner + j;
+          const double v = (double(x[at]) - double(mean[k])) * scale + double(beta[k]);
+          y[at] = T(std::max(v, 0.0) + slope * std::min(v, 0.0));
+        }
+    });
+  }
+
+ private:
+  Chan q_;
+  double m_, eps_;
+  float slope_;
+};
+
+template <class T>
+class SyncBatchNormBackward : public Kernel {
+ public:
+  explicit SyncBatchNormBackward(const KernelInfo& info)
+      : q_(chan(info.in[1])), eps_(info.attrs.at("eps")) {}
+  void run(const KernelArgs& a) override {
+    const T *dy = in_ptr<T>(a, 0), *x = in_ptr<T>(a, 1), *gamma = in_ptr<T>(a, 2),
+            *mean = in_ptr<T>(a, 3), *var = in_ptr<T>(a, 4);
+    T *dx = out_ptr<T>(a, 0), *dgamma = out_ptr<T>(a, 1), *dbeta = out_ptr<T>(a, 2);
+    const Chan q = q_;
+    const double total = double(q.n * q.inner * ranks().size), eps = eps_;
+    std::vector<double> sums(size_t(2 * q.c));
+    double* s = sums.data();
+    per_channel(q, [=](int64_t k) {
+      const double inv = 1 / std::sqrt(double(var[k]) + eps);
+      s[k] = channel_sum(q, k, [=](int64_t at) { return double(dy[at]); });
+      s[q.c + k] = inv * channel_sum(q, k, [=](int64_t at) {
+                     return double(dy[at]) * (double(x[at]) - double(mean[k]));
+                   });
+      dbeta[k] = T(s[k]);  // the rank's own: the trainer averages them over the ranks
+      dgamma[k] = T(s[q.c + k]);
+    });
+    allreduce_sum(s, sums.size());
+    per_channel(q, [=](int64_t k) {
+      const double inv = 1 / std::sqrt(double(var[k]) + eps), g = double(gamma[k]) * inv;
+      for (int64_t i = 0; i < q.n; ++i)
+        for (int64_t j = 0; j < q.inner; ++j) {
+          const int64_t at = (i * q.c + k) * q.inner + j;
+          const double xhat = (double(x[at]) - double(mean[k])) * inv;
+          dx[at] = T(g / total * (total * double(dy[at]) - s[k] - xhat * s[q.c + k]));
+        }
+    });
+  }
+
+ private:
+  Chan q_;
+  double eps_;
+};
+
+// The synchronized kernels, for both dtypes, taken only under --sync-batch-norm.
+template <template <class> class K>
+std::vector<KernelEntry> sync_kernels() {
+  auto maker = [](auto zero) {
+    using T = decltype(zero);
+    return [](const KernelInfo& info, std::string& why) -> std::unique_ptr<Kernel> {
+      if (!info.sync_batch_norm) {
+        why = "statistics per rank (--sync-batch-norm is off)";
+        return nullptr;
+      }
+      return std::make_unique<K<T>>(info);
+    };
+  };
+  return {{0, DType::f32, "sync", maker(float{}), 3}, {0, DType::f64, "sync", maker(double{}), 3}};
+}
+
 // The inputs, outputs and attributes batch_norm and batch_norm_act share.
 OpDef& bn_schema(OpDef& d) {
   return d.input("x")
@@ -358,6 +471,7 @@ WEFT_OP(batch_norm)
         },
         2)
     .kernels(reference(bn_ref))
+    .kernels(sync_kernels<SyncBatchNorm>())
     .grad([](GradContext& g) {
       std::vector<Val> r(5);
       Val x = g.input(0);
@@ -407,6 +521,7 @@ WEFT_OP(batch_norm_act)
           return std::make_unique<PlanarBatchNorm>(info);
         },
         2)
+    .kernels(sync_kernels<SyncBatchNorm>())
     .kernels(reference([](auto t, const KernelInfo& info, const KernelArgs& a) {
       using T = decltype(t);
       bn_ref(t, info, a);
@@ -443,6 +558,7 @@ WEFT_OP(batch_norm_backward)
         },
         2)
     .kernels(reference(bn_backward_ref))
+    .kernels(sync_kernels<SyncBatchNormBackward>())
     .test({.cases = {{{4, 3, 2, 2}, {4, 3, 2, 2}, {3}, {3}, {3}},
                      {{16, 600}, {16, 600}, {600}, {600}, {600}},
                      {{2, 3, 9, 9}, {2, 3, 9, 9}, {3}, {3}, {3}}},

@@ -30,8 +30,10 @@ WEFT_OP(dropout)
       }
       const uint64_t key = stream_key(a.ctx->seed, a.ctx->step, a.ctx->phase, a.node_key);
       const T keep = T(1 / (1 - p));
+      // A rank's shard of the batch draws its own elements of the one stream.
+      const uint64_t first = a.ctx->shard * uint64_t(n);
       for (int64_t i = 0; i < n; ++i) {
-        m[i] = uniform01(key, uint64_t(i)) >= p ? keep : T(0);
+        m[i] = uniform01(key, first + uint64_t(i)) >= p ? keep : T(0);
         y[i] = x[i] * m[i];
       }
     }))
@@ -45,6 +47,7 @@ WEFT_OP(dropout)
 // with kernels for them draws its noise where it is used instead of receiving it from the
 // host. The stream is the kernel's node_key; the values are the ones the host draws
 // (draw_noise in runtime/sources.h), so a run is the same wherever its noise is drawn.
+// scalars: [offset], the first element's index in the stream (a rank's shard; 0 if absent).
 std::vector<Shape> noise_shape(const ShapeContext&) {
   throw ShapeError("made by the trainer for a noise input, not by graphs");
 }
@@ -52,7 +55,8 @@ std::vector<Shape> noise_shape(const ShapeContext&) {
 template <bool Normal>
 std::vector<KernelEntry> noise_kernels() {
   std::vector<KernelEntry> r = reference([](auto, const KernelInfo& info, const KernelArgs& a) {
-    draw_noise(Normal, *a.out[0], info.attrs.at("a"), info.attrs.at("b"), a.node_key);
+    const uint64_t offset = a.n_scalars > 0 ? uint64_t(a.scalars[0]) : 0;
+    draw_noise(Normal, *a.out[0], info.attrs.at("a"), info.attrs.at("b"), a.node_key, offset);
   });
   for (auto& e : r) e.name = "cpu";
   return r;

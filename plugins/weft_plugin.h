@@ -97,8 +97,11 @@ typedef struct weft_call {
   const weft_host* host;
   void* host_data;   /* the host's own; do not touch */
   const char* attrs; /* the node's attributes as a JSON object, defaults filled */
-  /* For kernels that draw random numbers: every draw is a function of these four. */
-  uint64_t seed, step, phase, node_key;
+  /* For kernels that draw random numbers: every draw is a function of these four, and of
+   * the element's index in the whole batch: this process computes shard `shard` of equal
+   * shards of the batch (its rank under mpirun), so element i of its tensor of n elements
+   * is element shard * n + i of the stream. */
+  uint64_t seed, step, phase, node_key, shard;
   int32_t training;     /* 1 while training, 0 in inference (sample, encode) */
   void* state;          /* what the kernel's `create` made for this node, or NULL */
   void* device_context; /* the device's `context` (NULL on the CPU) */

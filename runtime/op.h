@@ -63,6 +63,9 @@ struct KernelInfo {
   // --precision bf16: matrix products and convolutions read their inputs rounded to bf16
   // and accumulate and write in dtype (f32); other kernels ignore it.
   bool bf16 = false;
+  // --sync-batch-norm: batch norm's statistics are the whole batch's, over every rank of a
+  // data-parallel run; other kernels ignore it.
+  bool sync_batch_norm = false;
 };
 
 // Per-run facts a kernel may read (random ops draw from (seed, step, phase, node)).
@@ -71,6 +74,9 @@ struct RunContext {
   uint64_t step = 0;
   uint64_t phase = 0;
   bool training = true;
+  // Which equal shard of the batch this process computes (its rank under mpirun): random ops
+  // draw that shard's elements of the stream, so that the ranks draw what one process would.
+  uint64_t shard = 0;
 };
 
 struct KernelArgs {

@@ -206,7 +206,8 @@ void place_values(Plan& plan, const std::vector<PlanNode>& nodes, const PlanOpti
       d.logical.push_back(Logical{bytes});
       st.out.push_back(new_slot({n.id, o}, out_dims[o], int(d.logical.size()) - 1, step));
     }
-    KernelInfo info{n.name, n.attrs, {}, out_dims, opt.dtype, opt.device, opt.bf16};
+    KernelInfo info{n.name,    n.attrs,    {},       out_dims,
+                    opt.dtype, opt.device, opt.bf16, opt.sync_batch_norm};
     for (int s : st.in) info.in.push_back(d.slot_dims[s]);
     d.infos.push_back(std::move(info));
     d.step_nodes.push_back(&n);

@@ -21,7 +21,8 @@ struct PlanOptions {
   // device each step needs a kernel there (compile_plan lists the ops that have none), and
   // the bound tensors must be on it too.
   Device device;
-  bool bf16 = false;  // KernelInfo::bf16
+  bool bf16 = false;             // KernelInfo::bf16
+  bool sync_batch_norm = false;  // KernelInfo::sync_batch_norm
   bool fuse = true;
   // Tensors bound to `input` and `param` nodes, by name. They are used in place: a plan
   // reads the current contents of a parameter each run.

@@ -113,7 +113,7 @@ int cpu_kernel_run(void* kernel, const weft_call* call, const weft_tensor* in, i
                 "a lent CPU kernel called with other tensors than it was made for");
     point(b->in_storage, b->in, in, n_in);
     point(b->out_storage, b->out, out, n_out);
-    RunContext ctx{call->seed, call->step, call->phase, call->training != 0};
+    RunContext ctx{call->seed, call->step, call->phase, call->training != 0, call->shard};
     KernelArgs a;
     for (auto& t : b->in) a.in.push_back(&t);
     for (auto& t : b->out) a.out.push_back(&t);
@@ -187,6 +187,7 @@ class PluginKernel : public Kernel {
     call.step = a.ctx->step;
     call.phase = a.ctx->phase;
     call.node_key = a.node_key;
+    call.shard = a.ctx->shard;
     call.training = a.ctx->training ? 1 : 0;
     call.state = state_;
     call.device_context = context_;

@@ -23,16 +23,16 @@ void fill_points_source(Tensor& t, const SourceFill& f) { fill_points(*f.data, *
 
 }  // namespace
 
-void draw_noise(bool normal, Tensor& t, double a, double b, uint64_t key) {
+void draw_noise(bool normal, Tensor& t, double a, double b, uint64_t key, uint64_t offset) {
   // Element i is a function of (key, i) alone: a counter-based stream, so a value depends
   // only on (seed, step, phase, input, i).
   auto fill = [&](auto* p) {
     using T = std::remove_pointer_t<decltype(p)>;
     const int64_t n = t.numel();
     if (normal)
-      for (int64_t i = 0; i < n; ++i) p[i] = T(a + b * normal01(key, uint64_t(i)));
+      for (int64_t i = 0; i < n; ++i) p[i] = T(a + b * normal01(key, offset + uint64_t(i)));
     else
-      for (int64_t i = 0; i < n; ++i) p[i] = T(a + (b - a) * uniform01(key, uint64_t(i)));
+      for (int64_t i = 0; i < n; ++i) p[i] = T(a + (b - a) * uniform01(key, offset + uint64_t(i)));
   };
   if (t.dtype() == DType::f32)
     fill(t.data<float>());
@@ -42,8 +42,10 @@ void draw_noise(bool normal, Tensor& t, double a, double b, uint64_t key) {
 
 namespace {
 
-void fill_normal(Tensor& t, const SourceFill& f) { draw_noise(true, t, f.a, f.b, f.key); }
-void fill_uniform(Tensor& t, const SourceFill& f) { draw_noise(false, t, f.a, f.b, f.key); }
+void fill_normal(Tensor& t, const SourceFill& f) { draw_noise(true, t, f.a, f.b, f.key, f.offset); }
+void fill_uniform(Tensor& t, const SourceFill& f) {
+  draw_noise(false, t, f.a, f.b, f.key, f.offset);
+}
 
 }  // namespace
 

@@ -20,6 +20,7 @@ struct SourceFill {
   double low = 0, high = 1;                        // data.images: the pixel range
   double a = 0, b = 1;                             // noise: its two settings, in table order
   uint64_t key = 0;                                // noise: the stream drawn from
+  uint64_t offset = 0;  // noise: the first element's index in the stream (a rank's shard)
 };
 
 struct InputSource {
@@ -38,9 +39,10 @@ struct InputSource {
 };
 
 // Noise as the sources draw it: normal (a mean, b std) or uniform in [a, b), element i
-// from (key, i). The noise ops (ops/random.cpp) call it too, so that a device drawing its
-// own noise draws the same values.
-void draw_noise(bool normal, Tensor& t, double a, double b, uint64_t key);
+// from (key, offset + i). The noise ops (ops/random.cpp) call it too, so that a device
+// drawing its own noise draws the same values; a rank drawing its shard of a batch starts
+// at its shard's first element, so that the ranks together draw what one process would.
+void draw_noise(bool normal, Tensor& t, double a, double b, uint64_t key, uint64_t offset = 0);
 
 // Every source, data fields first.
 const std::vector<InputSource>& input_sources();

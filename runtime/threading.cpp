@@ -1,6 +1,7 @@
 #include "runtime/threading.h"
 
 #include <omp.h>
+#include <sched.h>
 #if defined(__SSE2__)
 #include <xmmintrin.h>
 #endif
@@ -126,9 +127,18 @@ void prepare_threads(int threads) {
 
 }  // namespace
 
+int usable_cores() {
+  // The cores this process may run on: mpirun binds each rank to its own, and a container or
+  // taskset may allow fewer than the machine has.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return std::max(1, int(std::thread::hardware_concurrency()));
+}
+
 int apply_threads(const ThreadPolicy& p) {
   static std::unique_ptr<tbb::global_control> tbb_limit;
-  int n = p.threads > 0 ? p.threads : int(std::thread::hardware_concurrency());
+  int n = p.threads > 0 ? p.threads : usable_cores();
   if (n < 1) n = 1;
   prepare_threads(n);
   tbb_limit =

@@ -11,7 +11,7 @@
 namespace weft {
 
 struct ThreadPolicy {
-  int threads = 0;        // 0: all cores
+  int threads = 0;        // 0: every core this process may run on (usable_cores)
   bool parallel = false;  // run independent steps side by side on TBB
 };
 
@@ -20,6 +20,9 @@ struct ThreadPolicy {
 // OMP_WAIT_POLICY or GOMP_SPINCOUNT wins. May execute the program again with the policy in
 // its environment, so call it first in main().
 void choose_openmp_wait_policy(char** argv);
+
+// The cores in this process's CPU affinity (one each for the ranks mpirun binds).
+int usable_cores();
 
 // Applies the policy to TBB and OpenMP for the whole process, and flushes denormal floats
 // to zero in every thread (they run many times slower); returns the thread count.

@@ -15,6 +15,7 @@
 
 #include "runtime/autodiff.h"
 #include "runtime/device.h"
+#include "runtime/distributed.h"
 #include "runtime/files.h"
 #include "runtime/init.h"
 #include "runtime/kernels.h"
@@ -64,6 +65,26 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
                             "BF16 or AMX); this one offers {}",
                             isa));
   check_session_memory(model, model.train.batch, opt.dtype);
+  // Under mpirun each rank computes an equal share of the global batch.
+  const Ranks& r = ranks();
+  if (model.train.batch % r.size != 0)
+    throw Error(model.file, "/train/batch",
+                fmt::format("batch {} does not divide among the {} ranks of this run: each rank "
+                            "computes an equal share of the batch (use a batch that {} divides, "
+                            "or another -np)",
+                            model.train.batch, r.size, r.size));
+  local_batch_ = model.train.batch / r.size;
+  if (r.size > 1) {
+    // A collective reached by some ranks only would wait for ever: every rank must have
+    // loaded the same graph with the same seed, batch and steps.
+    std::string what = fmt::format("{}|{}|{}|{}|{}", model.name, model.train.seed,
+                                   model.train.batch, model.train.steps, model.graph.nodes.size());
+    for (const ModelParam& p : model.params) what += "|" + p.name + shape_str(p.shape);
+    if (!same_on_all_ranks(std::hash<std::string>{}(what)))
+      throw Error(model.file, "",
+                  "the ranks of this run loaded different graphs, seeds, batches or steps: every "
+                  "rank must run the same command");
+  }
   for (const ModelParam& p : model.params) {
     Tensor t(opt.dtype, bind_batch(p.shape, 1));
     initialize(t, p.init, p.fan_in, p.fan_out, model.train.seed, p.name);
@@ -105,7 +126,7 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
         ph.logs.push_back({li, targets.size()});
         targets.push_back(model.train.log[li].second);
       }
-    ph.bound = bind_plan(targets, model.train.batch);
+    ph.bound = bind_plan(targets, local_batch_);
     for (size_t k = 0; k < ph.grads.size(); ++k)
       ph.grad_tensors.push_back(&ph.bound.plan->target(1 + k));
     ph.opt = make_optimizer(ps.optimizer, ph.param_tensors, ps.params);
@@ -113,6 +134,59 @@ Session::Session(const Model& m, SessionOptions o) : model(m), opt(std::move(o))
   }
   for (auto& ph : phases)
     if (reads_data(ph.bound)) data_draws_per_step_ += ph.spec.repeat;
+  take_state_of_rank0();  // initialized from the same seed already; this makes it certain
+}
+
+namespace {
+// Rank 0's values of `t` on every rank.
+void broadcast_tensor(Tensor& t) {
+  if (t.device().kind == 0) {
+    broadcast(t.raw(), t.bytes());
+    return;
+  }
+  Tensor h = on_host(t);
+  broadcast(h.raw(), h.bytes());
+  upload(h, t);
+}
+}  // namespace
+
+void Session::take_state_of_rank0() {
+  if (ranks().size == 1) return;
+  for (auto& [name, t] : params) broadcast_tensor(t);
+  for (auto& ph : phases)
+    for (auto& [name, t] : ph.opt->state()) broadcast_tensor(t);
+  broadcast(&step, sizeof step);
+}
+
+// The phase's targets (its loss, gradients and logged values) summed over the ranks and
+// divided by their number, in one allreduce over one flat buffer. Each rank's loss is the
+// mean over its equal share of the batch, so the average of the ranks' gradients is the
+// gradient of the mean over the whole batch: what one process with the whole batch computes,
+// up to the order of the additions.
+void Session::average_over_ranks(Phase& ph) {
+  Plan& plan = *ph.bound.plan;
+  auto& host = ph.rank_sums;
+  if (host.empty())
+    for (size_t t = 0; t < plan.targets.size(); ++t)
+      host.emplace_back(plan.target(t).dtype(), plan.target(t).shape());
+  for (size_t t = 0; t < host.size(); ++t) download_async(plan.target(t), host[t]);
+  sync_device(opt.device);
+  auto reduce = [&](auto zero) {
+    using T = decltype(zero);
+    std::vector<T> flat;
+    for (auto& h : host) flat.insert(flat.end(), h.data<T>(), h.data<T>() + h.numel());
+    allreduce_sum(flat.data(), flat.size());
+    allreduce_bytes += double(flat.size() * sizeof(T));
+    const T scale = T(1) / T(ranks().size);
+    size_t at = 0;
+    for (auto& h : host)
+      for (int64_t i = 0; i < h.numel(); ++i) h.data<T>()[i] = flat[at++] * scale;
+  };
+  if (opt.dtype == DType::f32)
+    reduce(float{});
+  else
+    reduce(double{});
+  for (size_t t = 0; t < host.size(); ++t) upload(host[t], plan.target(t));
 }
 
 bool Session::reads_data(const BoundPlan& b) const {
@@ -149,6 +223,7 @@ BoundPlan Session::bind_plan(const std::vector<ValueId>& targets, int64_t batch)
   po.dtype = opt.dtype;
   po.bf16 = opt.bf16;
   po.device = opt.device;
+  po.sync_batch_norm = opt.sync_batch_norm;
   for (auto& [name, t] : params) po.bindings[name] = t;
   for (auto& in : model.inputs) {
     Tensor t(opt.dtype, bind_batch(in.shape, batch));
@@ -177,7 +252,7 @@ BoundPlan Session::bind_plan(const std::vector<ValueId>& targets, int64_t batch)
 }
 
 void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<int64_t>* examples,
-                          const Dataset* d) {
+                          const Dataset* d, uint64_t shard) {
   for (auto& name : b.used) {
     const ModelInput* in = nullptr;
     for (auto& x : model.inputs)
@@ -186,16 +261,22 @@ void Session::fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<in
     const InputSource* src = find_input_source(in->source);
     WEFT_ASSERT(src, "input " + name + " has an unknown source " + in->source);
     const uint64_t key = stream_key(noise_key, name_key(name));
+    // A batch-shaped noise input's shard starts at the shard's first element of the stream.
+    const uint64_t offset =
+        !in->shape.empty() && in->shape[0].batch ? shard * uint64_t(b.inputs.at(name).numel()) : 0;
     if (auto k = b.noise.find(name); k != b.noise.end()) {
       static const RunContext drawn;  // the stream is all the kernel reads
+      const double first = double(offset);
       KernelArgs a;
       a.out = {&b.inputs.at(name)};
       a.ctx = &drawn;
       a.node_key = key;
+      a.scalars = &first;
+      a.n_scalars = 1;
       k->second->run(a);
       continue;
     }
-    SourceFill f{d, examples, model.data.low, model.data.high, in->a, in->b, key};
+    SourceFill f{d, examples, model.data.low, model.data.high, in->a, in->b, key, offset};
     Tensor& host = b.staging.at(name);
     src->fill(host, f);
     if (opt.device.kind != 0) upload(host, b.inputs.at(name));
@@ -243,16 +324,25 @@ std::vector<double> Session::train_step(StepTimes* times) {
     const bool uses_data = reads_data(ph.bound);
     for (int r = 0; r < ph.spec.repeat; ++r) {
       const std::vector<int64_t>* examples = nullptr;
-      if (uses_data) examples = &batcher_->indices(step * data_draws_per_step_ + draw++);
+      const uint64_t rank = uint64_t(ranks().rank);
+      if (uses_data) {
+        examples = &batcher_->indices(step * data_draws_per_step_ + draw++);
+        if (ranks().size > 1) {  // this rank's share of the step's examples
+          shard_examples_.assign(examples->begin() + int64_t(rank) * local_batch_,
+                                 examples->begin() + int64_t(rank + 1) * local_batch_);
+          examples = &shard_examples_;
+        }
+      }
       const uint64_t where = uint64_t(pi) * 1024 + uint64_t(r);
       auto t0 = std::chrono::steady_clock::now();
-      fill_inputs(ph.bound, stream_key(model.train.seed, uint64_t(step), where), examples, d);
+      fill_inputs(ph.bound, stream_key(model.train.seed, uint64_t(step), where), examples, d, rank);
       auto t1 = std::chrono::steady_clock::now();
-      RunContext ctx{model.train.seed, uint64_t(step), where, true};
+      RunContext ctx{model.train.seed, uint64_t(step), where, true, rank};
       if (opt.check_numerics)
         run_checked(ph, pi, ctx);
       else
         run_plan(*ph.bound.plan, ctx, opt.parallel, times);
+      if (ranks().size > 1) average_over_ranks(ph);
       auto t2 = std::chrono::steady_clock::now();
       ph.opt->update(ph.grad_tensors);
       auto t3 = std::chrono::steady_clock::now();
@@ -575,11 +665,25 @@ constexpr double kDivergence = 1e6;
 
 }  // namespace
 
+// A rank other than 0 trains its share of each batch and writes nothing: rank 0 keeps the
+// folder, the metrics, the grids and the checkpoints. Its collectives come in rank 0's
+// order: the session's, rank 0's state after a resume, then per step the stop vote and the
+// phases' averages.
+static std::unique_ptr<Session> train_as_worker(const Model& m, const SessionOptions& so) {
+  auto s = std::make_unique<Session>(m, so);
+  s->take_state_of_rank0();
+  StopSignals stop;
+  while (s->step < m.train.steps && !on_any_rank(stop.received())) s->train_step();
+  s->stopped_by = stop.received();
+  return s;
+}
+
 std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
                                       const TrainOptions& to) {
   if (m.train.phases.empty())  // before anything is written
     throw Error(m.file, "/train",
                 "the graph has no \"train\" section with phases: nothing to train");
+  if (!ranks().root()) return train_as_worker(m, so);
   RunFolder folder(to.out_dir, to.resume      ? RunFolder::Mode::resume
                                : to.overwrite ? RunFolder::Mode::overwrite
                                               : RunFolder::Mode::fresh);
@@ -599,6 +703,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   if (m.outputs.count("samples"))  // its plan and the test split it may read, now
     s->evaluate("samples", kGridSamples, "test", 0);
   if (to.resume) s->load_checkpoint(ckpt);
+  s->take_state_of_rank0();  // the other ranks continue from what rank 0 loaded
   const int64_t steps = m.train.steps, log_every = m.train.log_every,
                 sample_every = m.train.sample_every, ckpt_every = m.train.checkpoint_every;
 
@@ -644,7 +749,10 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   std::vector<double> first_norm(s->phases.size(), std::nan(""));
   const size_t norms_at = s->phases.size() + m.train.log.size();
   StopSignals stop;
-  while (s->step < steps && !stop.received()) {
+  // Every rank stops after the same step: a stop is voted on (mpirun forwards a signal to
+  // every rank, but not necessarily between the same two steps).
+  bool stopping = false;
+  while (s->step < steps && !(stopping = on_any_rank(stop.received()))) {
     std::vector<double> losses = s->train_step();
     const int64_t st = s->step;
     for (size_t i = 0; i < s->phases.size(); ++i) {
@@ -729,7 +837,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   }
   if (tty) fmt::print(stderr, "\n");
   out.flush();
-  s->stopped_by = stop.received();
+  s->stopped_by = stop.received() ? stop.received() : stopping ? SIGTERM : 0;
   if (write_samples(*s, kGridSamples, folder.path("samples.png")) && !to.quiet && !s->stopped_by)
     fmt::print("samples: {}/samples.png\n", to.out_dir);
   s->save_checkpoint(ckpt);

@@ -27,6 +27,9 @@ struct SessionOptions {
   // On a plugin device a step copies in only its inputs (the batch, the noise) and copies
   // back only the scalars it logs; checkpoints and outputs come back when written.
   Device device;
+  // Under mpirun: batch norm's statistics over the whole batch, every rank's shard, instead of
+  // each rank's own (PyTorch's SyncBatchNorm).
+  bool sync_batch_norm = false;
 };
 
 // A compiled plan with the input tensors bound to it.
@@ -81,6 +84,14 @@ class Session {
   // to_continue: the run goes on training, so batch and seed must match the checkpoint's.
   void load_checkpoint(const std::string& path, bool to_continue = true);
 
+  // Bytes each rank sent to the allreduce, summed over steps (weft bench, the README's
+  // scaling estimate).
+  double allreduce_bytes = 0;
+
+  // Every parameter, optimizer state and the step made rank 0's on every rank (after a
+  // checkpoint was loaded on rank 0). Free in a run of one rank.
+  void take_state_of_rank0();
+
   struct Phase {
     PhaseSpec spec;
     std::vector<ValueId> grads;
@@ -89,6 +100,7 @@ class Session {
     std::vector<Tensor> param_tensors;
     std::vector<const Tensor*> grad_tensors;      // the plan's gradient targets
     std::vector<std::pair<size_t, size_t>> logs;  // (index in train.log, plan target)
+    std::vector<Tensor> rank_sums;                // host copies of the targets, for allreduce
   };
   std::vector<Phase> phases;
   const Dataset* dataset(const std::string& split);
@@ -101,13 +113,18 @@ class Session {
   BoundPlan& eval_plan(const std::vector<ValueId>& values, int64_t n);
   void run_checked(Phase& ph, size_t pi, const RunContext& ctx);
   void check_params(const Phase& ph, size_t pi) const;
+  // `shard`: the rank's shard of a training batch (its noise starts at that shard's first
+  // element of the stream); 0 for evaluation, which one process runs whole.
   void fill_inputs(BoundPlan& b, uint64_t noise_key, const std::vector<int64_t>* examples,
-                   const Dataset* d);
+                   const Dataset* d, uint64_t shard = 0);
+  void average_over_ranks(Phase& ph);
   std::map<std::string, std::unique_ptr<Dataset>> data_;
   // evaluate_values(): a plan per list of values and batch size, compiled once.
   std::map<std::pair<std::vector<ValueId>, int64_t>, BoundPlan> eval_plans_;
   std::unique_ptr<Batcher> batcher_;
   int data_draws_per_step_ = 0;
+  int64_t local_batch_ = 1;              // this rank's share of the batch
+  std::vector<int64_t> shard_examples_;  // this rank's share of a step's examples
 };
 
 struct TrainOptions {

@@ -17,6 +17,7 @@
 #include <set>
 
 #include "runtime/device.h"
+#include "runtime/distributed.h"
 #include "runtime/files.h"
 #include "runtime/gradcheck.h"
 #include "runtime/model.h"
@@ -96,8 +97,8 @@ SessionOptions session_options(const Common& o) {
 }
 
 // ---- train --------------------------------------------------------------------------
-int cmd_train(const Common& o, const TrainOverrides& t, const TrainOptions& to,
-              bool check_numerics) {
+int cmd_train(const Common& o, const TrainOverrides& t, const TrainOptions& to, bool check_numerics,
+              bool sync_batch_norm) {
   // A resumed run continues with the seed and batch it was trained with, unless the
   // command line names them (and then the checkpoint must agree: load_checkpoint says so).
   Common resumed = o;
@@ -120,6 +121,12 @@ int cmd_train(const Common& o, const TrainOverrides& t, const TrainOptions& to,
   Model m = load(resumed, t);
   SessionOptions so = session_options(o);
   so.check_numerics = check_numerics;
+  so.sync_batch_norm = sync_batch_norm;
+  // Its collectives are called from inside the plan: every rank must run it in the same order.
+  if (sync_batch_norm && so.parallel)
+    throw Error("--sync-batch-norm runs each plan in order on every rank; leave out --parallel");
+  if (sync_batch_norm && so.device.kind != 0)
+    throw Error("--sync-batch-norm is for the CPU's kernels; a plugin device has its own");
   auto s = run_training(m, so, to);
   return s->stopped_by ? 128 + s->stopped_by : 0;  // the shell's convention for a signal
 }
@@ -757,6 +764,7 @@ int main(int argc, char** argv) {
   // Before OpenMP starts (runtime/threading.h); only the commands that train or run a model.
   const std::set<std::string> computes = {"train", "bench", "sample", "encode", "eval", "probe"};
   if (argc > 1 && computes.count(argv[1])) choose_openmp_wait_policy(argv);
+  start_ranks(&argc, &argv);  // under mpirun (runtime/distributed.h)
   CLI::App app{"weft: train generative models written as JSON graphs"};
   app.require_subcommand(1);
   Common o;
@@ -776,6 +784,10 @@ int main(int argc, char** argv) {
   train->add_flag("--resume", to.resume, "continue from the run folder's checkpoint");
   train->add_flag("--overwrite", to.overwrite, "replace the run already in the run folder")
       ->excludes(train->get_option("--resume"));
+  bool sync_batch_norm = false;
+  train->add_flag("--sync-batch-norm", sync_batch_norm,
+                  "under mpirun: batch norm's statistics over the whole batch (every rank's "
+                  "shard), not each rank's own");
   bool check_numerics = false;
   train->add_flag("--check-numerics", check_numerics,
                   "check every node's output for NaN and Inf; name the first that is not finite");
@@ -785,7 +797,7 @@ int main(int argc, char** argv) {
   train->add_option("--log-every", overrides.log_every,
                     "print progress every N steps (when not a terminal)");
   train->add_flag("--quiet", to.quiet, "print nothing but errors");
-  table["train"] = [&] { return cmd_train(o, overrides, to, check_numerics); };
+  table["train"] = [&] { return cmd_train(o, overrides, to, check_numerics, sync_batch_norm); };
 
   auto* check = app.add_subcommand("check", "validate a graph; print shapes, parameters and FLOPs");
   add_common(check, o);
@@ -888,15 +900,31 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);  // prints help, or the mistake with a hint
     return rc == 0 ? 0 : 2;      // a mistake on the command line is the user's: status 2
   }
+  // An error on one rank ends every rank: the others would wait for it in a collective.
+  auto fail = [](const std::string& what, int code) {
+    const Ranks& r = ranks();
+    const std::string msg =
+        fmt::format("weft: {}{}\n", r.size > 1 ? fmt::format("rank {}: ", r.rank) : "", what);
+    if (r.size > 1) abort_all_ranks(msg, code);
+    fmt::print(stderr, "{}", msg);
+    return code;
+  };
   try {
     load_plugins(o.plugins);
-    for (auto* sub : app.get_subcommands()) return table.at(sub->get_name())();
+    for (auto* sub : app.get_subcommands()) {
+      if (ranks().size > 1 && sub->get_name() != "train")
+        throw Error(
+            fmt::format("weft {} runs in one process: under mpirun only weft train "
+                        "divides its work among the ranks",
+                        sub->get_name()));
+      const int rc = table.at(sub->get_name())();
+      finish_ranks();
+      return rc;
+    }
   } catch (const Error& e) {
-    fmt::print(stderr, "weft: {}\n", e.what());
-    return 2;
+    return fail(e.what(), 2);
   } catch (const std::exception& e) {
-    fmt::print(stderr, "weft: {}\n", e.what());
-    return 1;
+    return fail(e.what(), 1);
   }
   return 0;
 }
