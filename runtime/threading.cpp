@@ -63,10 +63,13 @@ double busy_cores(std::chrono::milliseconds interval) {
 // spin count unchanged), so the runner sets them and executes itself again, once. A user's
 // own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is. The thread count is not changed
 // automatically, because results depend on it (oneDNN splits reductions by thread).
+// Ranks of an mpirun on one machine share its cores with each other, so they wait passively
+// too (they start together: the load of the others is not yet there to be seen).
 void choose_openmp_wait_policy(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
   if (std::thread::hardware_concurrency() < 2) return;
-  if (busy_cores(std::chrono::milliseconds(60)) < 0.5) return;  // quiet: libgomp's default
+  if (local_ranks() < 2 && busy_cores(std::chrono::milliseconds(60)) < 0.5)
+    return;  // quiet: libgomp's default
   setenv("OMP_WAIT_POLICY", "passive", 0);
   setenv("GOMP_SPINCOUNT", "0", 0);
   execv("/proc/self/exe", argv);  // returns only on failure: run on with libgomp's default
@@ -127,13 +130,25 @@ void prepare_threads(int threads) {
 
 }  // namespace
 
+int local_ranks() {
+  const char* v = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  return v ? std::max(1, std::atoi(v)) : 1;
+}
+
 int usable_cores() {
   // The cores this process may run on: mpirun binds each rank to its own, and a container or
   // taskset may allow fewer than the machine has.
+  const int machine = std::max(1, int(std::thread::hardware_concurrency()));
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-  return std::max(1, int(std::thread::hardware_concurrency()));
+  const int allowed = sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0
+                          ? CPU_COUNT(&set)
+                          : machine;
+  // More ranks than cores (mpirun --oversubscribe binds none): each rank takes its share,
+  // or their thread teams together would ask for ranks times the cores.
+  const int ranks_here = local_ranks();
+  if (ranks_here > 1 && allowed == machine) return std::max(1, allowed / ranks_here);
+  return allowed;
 }
 
 int apply_threads(const ThreadPolicy& p) {

@@ -21,8 +21,11 @@ struct ThreadPolicy {
 // its environment, so call it first in main().
 void choose_openmp_wait_policy(char** argv);
 
-// The cores in this process's CPU affinity (one each for the ranks mpirun binds).
+// The cores in this process's CPU affinity (one each for the ranks mpirun binds), shared
+// out among the ranks of this machine when mpirun bound none of them.
 int usable_cores();
+// The ranks mpirun started on this machine (1 without mpirun).
+int local_ranks();
 
 // Applies the policy to TBB and OpenMP for the whole process, and flushes denormal floats
 // to zero in every thread (they run many times slower); returns the thread count.

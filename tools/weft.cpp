@@ -202,6 +202,13 @@ int cmd_check(const Common& o) {
           double(ph.bound.plan->naive_bytes) / (1 << 20));
     }
     fmt::print("  {:<25} {:>10.2f} MFLOP\n", "total", all / 1e6);
+    // What each rank sends to the allreduce per step under mpirun: every phase's gradients,
+    // loss and logged values, once per run of the phase.
+    double reduced = 0;
+    for (auto& ph : s->phases)
+      for (size_t t = 0; t < ph.bound.plan->targets.size(); ++t)
+        reduced += double(ph.spec.repeat) * double(ph.bound.plan->target(t).bytes());
+    fmt::print("  allreduced per step under mpirun: {:.2f} MiB\n", reduced / (1 << 20));
     // Where each step runs: a plan is placed whole on one device, so copies happen only at
     // its edges (the inputs in, the logged scalars out).
     fmt::print(
@@ -214,11 +221,15 @@ int cmd_check(const Common& o) {
       std::vector<std::string> parts;
       for (auto& [k, n] : kernels) parts.push_back(fmt::format("{} {}", k, n));
       fmt::print("  minimize {:<16} kernels: {}\n", ph.spec.loss_name, fmt::join(parts, ", "));
-      if (s->opt.device.kind != 0)
-        fmt::print(
-            "  {:<25} copies in per run: {}; out per step: the loss, logged values and "
-            "gradient norm\n",
-            "", fmt::join(ph.bound.used, ", "));
+      if (s->opt.device.kind == 0) continue;
+      std::vector<std::string> copied, drawn;
+      for (auto& name : ph.bound.used)
+        (ph.bound.noise.count(name) ? drawn : copied).push_back(name);
+      fmt::print(
+          "  {:<25} copies in per run: {}; drawn there: {}; out per step: the loss, logged "
+          "values and gradient norm\n",
+          "", copied.empty() ? "nothing" : fmt::format("{}", fmt::join(copied, ", ")),
+          drawn.empty() ? "nothing" : fmt::format("{}", fmt::join(drawn, ", ")));
     }
   }
   return 0;
