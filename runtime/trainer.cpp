@@ -8,10 +8,12 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <type_traits>
 
 #include "runtime/autodiff.h"
 #include "runtime/device.h"
@@ -165,28 +167,41 @@ void Session::take_state_of_rank0() {
 // up to the order of the additions.
 void Session::average_over_ranks(Phase& ph) {
   Plan& plan = *ph.bound.plan;
-  auto& host = ph.rank_sums;
-  if (host.empty())
-    for (size_t t = 0; t < plan.targets.size(); ++t)
-      host.emplace_back(plan.target(t).dtype(), plan.target(t).shape());
-  for (size_t t = 0; t < host.size(); ++t) download_async(plan.target(t), host[t]);
-  sync_device(opt.device);
-  auto reduce = [&](auto zero) {
-    using T = decltype(zero);
-    std::vector<T> flat;
-    for (auto& h : host) flat.insert(flat.end(), h.data<T>(), h.data<T>() + h.numel());
-    allreduce_sum(flat.data(), flat.size());
-    allreduce_bytes += double(flat.size() * sizeof(T));
+  const size_t n = plan.targets.size();
+  const bool host = opt.device.kind == 0;
+  if (!ph.rank_flat.defined()) {  // made once: the flat buffer, and host copies of a device's
+    int64_t total = 0;
+    for (size_t t = 0; t < n; ++t) total += plan.target(t).numel();
+    ph.rank_flat = Tensor(opt.dtype, {total});
+    for (size_t t = 0; t < n && !host; ++t)
+      ph.rank_sums.emplace_back(plan.target(t).dtype(), plan.target(t).shape());
+  }
+  if (!host) {
+    for (size_t t = 0; t < n; ++t) download_async(plan.target(t), ph.rank_sums[t]);
+    sync_device(opt.device);
+  }
+  auto target_memory = [&](size_t t) {
+    return host ? plan.target(t).raw() : ph.rank_sums[t].raw();
+  };
+  char* flat = static_cast<char*>(ph.rank_flat.raw());
+  for (size_t t = 0, at = 0; t < n; at += plan.target(t).bytes(), ++t)
+    std::memcpy(flat + at, target_memory(t), plan.target(t).bytes());
+  auto reduce = [&](auto* values) {
+    using T = std::remove_pointer_t<decltype(values)>;
+    const int64_t count = ph.rank_flat.numel();
+    allreduce_sum(values, size_t(count));
+    allreduce_bytes += double(ph.rank_flat.bytes());
     const T scale = T(1) / T(ranks().size);
-    size_t at = 0;
-    for (auto& h : host)
-      for (int64_t i = 0; i < h.numel(); ++i) h.data<T>()[i] = flat[at++] * scale;
+    for (int64_t i = 0; i < count; ++i) values[i] *= scale;
   };
   if (opt.dtype == DType::f32)
-    reduce(float{});
+    reduce(ph.rank_flat.data<float>());
   else
-    reduce(double{});
-  for (size_t t = 0; t < host.size(); ++t) upload(host[t], plan.target(t));
+    reduce(ph.rank_flat.data<double>());
+  for (size_t t = 0, at = 0; t < n; at += plan.target(t).bytes(), ++t) {
+    std::memcpy(target_memory(t), flat + at, plan.target(t).bytes());
+    if (!host) upload(ph.rank_sums[t], plan.target(t));
+  }
 }
 
 bool Session::reads_data(const BoundPlan& b) const {

@@ -100,7 +100,9 @@ class Session {
     std::vector<Tensor> param_tensors;
     std::vector<const Tensor*> grad_tensors;      // the plan's gradient targets
     std::vector<std::pair<size_t, size_t>> logs;  // (index in train.log, plan target)
-    std::vector<Tensor> rank_sums;                // host copies of the targets, for allreduce
+    // Under mpirun: the targets packed for the allreduce, and host copies of a device's.
+    Tensor rank_flat;
+    std::vector<Tensor> rank_sums;
   };
   std::vector<Phase> phases;
   const Dataset* dataset(const std::string& split);
