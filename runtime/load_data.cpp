@@ -2,6 +2,7 @@
 // each input's shape and source (runtime/sources.h).
 #include <fmt/format.h>
 
+#include "runtime/format.h"
 #include "runtime/load.h"
 #include "runtime/sources.h"
 
@@ -10,7 +11,7 @@ namespace weft::load {
 void load_data(Load& l) {
   if (!l.root.contains("data")) return;
   const json& d = l.root["data"];
-  l.check_keys(d, "/data", {"dataset", "split", "range"});
+  l.check_keys(d, "/data", format_key_names("data"));
   l.m.data.dataset = l.string_or(d, "dataset", "/data", "fashion-mnist");
   if (l.m.data.dataset != "fashion-mnist" && !is_mixture(l.m.data.dataset))
     l.fail("/data/dataset",
@@ -63,7 +64,7 @@ void load_inputs(Load& l) {
   const json& ins = l.object(l.root["inputs"], "/inputs", "an object of named inputs");
   for (auto& [name, spec] : ins.items()) {
     std::string w = ptr("/inputs", name);
-    l.check_keys(spec, w, {"shape", "from", "doc"});
+    l.check_keys(spec, w, format_key_names("input"));
     l.doc(spec, w);
     if (!spec.contains("shape")) l.fail(w, "missing \"shape\"");
     if (!spec.contains("from")) l.fail(w, "missing \"from\" (" + input_source_forms() + ")");

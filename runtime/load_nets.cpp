@@ -2,6 +2,7 @@
 // call_net then builds the layers for that call, sharing parameters between calls.
 #include <fmt/format.h>
 
+#include "runtime/format.h"
 #include "runtime/load.h"
 
 namespace weft::load {
@@ -11,7 +12,7 @@ void load_nets(Load& l) {
   const json& ns = l.object(l.root["nets"], "/nets", "an object of named nets");
   for (auto& [name, spec] : ns.items()) {
     std::string w = ptr("/nets", name);
-    l.check_keys(spec, w, {"in", "layers", "nodes", "out", "doc"});
+    l.check_keys(spec, w, format_key_names("net"));
     l.doc(spec, w);
     if (name.find('.') != std::string::npos) l.fail(w, "a net's name cannot contain '.'");
     NetDef net;

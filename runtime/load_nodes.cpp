@@ -6,11 +6,12 @@
 #include <algorithm>
 #include <functional>
 
+#include "runtime/format.h"
 #include "runtime/load.h"
 
 namespace weft::load {
 
-const std::set<std::string> kNodeKeys = {"id", "op", "in", "call", "doc"};
+const std::set<std::string> kNodeKeys = format_key_names("node");
 
 Val lookup(Load& l, const std::string& ref, Scope* scope, const std::string& where) {
   if (scope) {

@@ -1,5 +1,6 @@
 // The "params" section: free parameters, outside any net. Layer parameters are made here
 // too (make_param), when a net call first builds its layers.
+#include "runtime/format.h"
 #include "runtime/init.h"
 #include "runtime/load.h"
 
@@ -39,7 +40,7 @@ void load_params(Load& l) {
   const json& ps = l.object(l.root["params"], "/params", "an object of named parameters");
   for (auto& [name, spec] : ps.items()) {
     std::string w = ptr("/params", name);
-    l.check_keys(spec, w, {"shape", "init", "trainable", "doc"});
+    l.check_keys(spec, w, format_key_names("param"));
     l.doc(spec, w);
     if (!spec.contains("shape")) l.fail(w, "missing \"shape\"");
     Shape s = l.shape(spec["shape"], ptr(w, "shape"));

@@ -2,6 +2,7 @@
 // scalar loss over some parameters with an optimizer) and the extra scalars to log.
 #include <fmt/format.h>
 
+#include "runtime/format.h"
 #include "runtime/load.h"
 #include "runtime/optimizer.h"
 
@@ -14,7 +15,7 @@ namespace {
 constexpr int64_t kMaxRepeat = 1024;
 
 PhaseSpec read_phase(Load& l, const json& p, const std::string& w) {
-  l.check_keys(p, w, {"minimize", "params", "optimizer", "repeat", "steps", "doc"});
+  l.check_keys(p, w, format_key_names("phase"));
   l.doc(p, w);
   PhaseSpec ph;
   ph.where = w;
@@ -73,9 +74,7 @@ PhaseSpec read_phase(Load& l, const json& p, const std::string& w) {
 void load_train(Load& l) {
   if (!l.root.contains("train")) return;
   const json& t = l.root["train"];
-  l.check_keys(
-      t, "/train",
-      {"batch", "steps", "seed", "phases", "log", "log_every", "sample_every", "checkpoint_every"});
+  l.check_keys(t, "/train", format_key_names("train"));
   TrainSpec& ts = l.m.train;
   ts.batch = l.positive_or(t, "batch", "/train", ts.batch);
   ts.steps = l.positive_or(t, "steps", "/train", ts.steps);

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "runtime/format.h"
 #include "runtime/load.h"
 #include "runtime/plugin.h"
 
@@ -26,9 +27,7 @@ using load::ptr;
 
 void load_header(load::Load& l) {
   const json& root = l.root;
-  l.check_keys(root, "",
-               {"weft", "name", "doc", "requires", "data", "inputs", "params", "nets", "nodes",
-                "train", "outputs"});
+  l.check_keys(root, "", format_key_names("graph"));
   if (!root.contains("weft")) l.fail("", "missing \"weft\": 1 (the format version)");
   if (root["weft"] != 1) l.fail("/weft", "expected format version 1, got " + brief(root["weft"]));
   l.m.name = l.string_or(root, "name", "", "");

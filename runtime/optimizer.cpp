@@ -105,6 +105,12 @@ double Optimizer::step(const std::vector<const Tensor*>& grads) {
   return std::sqrt(on_host(sumsq_).at(0));
 }
 
+std::map<std::string, json> optimizer_settings() {
+  std::map<std::string, json> all = kDefaults;
+  for (auto& [kind, settings] : all) settings.update(kClipping);
+  return all;
+}
+
 json check_optimizer(const json& spec) {
   if (!spec.is_object() || spec.size() != 1 || !kDefaults.count(spec.begin().key()))
     throw AttrError(

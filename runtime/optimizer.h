@@ -10,6 +10,7 @@
 //   "clip_weights": c  each parameter clamped to [-c, c] after the update (WGAN's critic)
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,8 @@ namespace weft {
 // Checks {"adam": {...}} and the like and fills defaults; throws AttrError whose key is the
 // pointer below the optimizer ("adam/lr").
 json check_optimizer(const json& spec);
+// Each optimizer's settings with their defaults, clipping included (for `weft schema`).
+std::map<std::string, json> optimizer_settings();
 
 // An optimizer of a list of parameters. Its updates are ops (sgd_update, adam_update,
 // rmsprop_update in ops/optim.cpp) whose kernels are made once, on the parameters' device,

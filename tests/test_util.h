@@ -40,6 +40,12 @@ inline void spit(const std::filesystem::path& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
 }
 
+// A graph file under graphs/: JSON, and not the schema beside them (weft.schema.json).
+inline bool is_graph_file(const std::filesystem::path& p) {
+  const std::string name = p.filename().string();
+  return p.extension() == ".json" && !name.ends_with(".schema.json");
+}
+
 // Runs a shell command with stdout and stderr into `out`; returns its exit status (-1 when
 // it did not exit).
 inline int run_command(const std::string& cmd, std::string& out) {

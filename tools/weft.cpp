@@ -19,6 +19,7 @@
 #include "runtime/device.h"
 #include "runtime/distributed.h"
 #include "runtime/files.h"
+#include "runtime/format.h"
 #include "runtime/gradcheck.h"
 #include "runtime/model.h"
 #include "runtime/plugin.h"
@@ -888,6 +889,14 @@ int main(int argc, char** argv) {
   table["bench"] = [&] {
     Model m = load(o);
     return run_bench(m, session_options(o), steps, warmup, nodes);
+  };
+
+  auto* schema = app.add_subcommand(
+      "schema", "print the JSON Schema of graph files (with the ops of loaded plugins)");
+  add_plugin_option(schema, o.plugins);
+  table["schema"] = [&] {
+    fmt::print("{}\n", graph_schema().dump(2));
+    return 0;
   };
 
   auto* grad =
