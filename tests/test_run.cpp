@@ -360,3 +360,35 @@ TEST_CASE("a run whose metrics have other columns is not resumed into a ragged t
   CHECK(log.find("metrics.csv: line 1: the run's metrics have the columns") != std::string::npos);
   CHECK(slurp(dir / "out" / "metrics.csv") == csv);  // left as it was
 }
+
+TEST_CASE("weft dot draws the graph, its gradients and a phase's plan; --svg renders it") {
+  const std::string g = std::string(WEFT_SOURCE_DIR) + "/graphs/mlp_gan.json";
+  std::string graph, grads, plan, svg, log;
+  REQUIRE(run(kWeft + " dot " + g, graph) == 0);
+  CHECK(graph.rfind("digraph \"mlp-gan\" {", 0) == 0);
+  CHECK(graph.find("subgraph \"cluster_fake\"") != std::string::npos);  // the call fake = G(z)
+  CHECK(graph.find("label=\"fake = G(...)\"") != std::string::npos);
+  CHECK(graph.find("label=\"G.linear_0.weight\\n[256, 100]\" shape=box") != std::string::npos);
+  CHECK(graph.find("label=\"z\\n[B, 100]\" shape=ellipse") != std::string::npos);
+  CHECK(graph.find("grad") == std::string::npos);
+  // The gradient nodes of G's phase, drawn apart (filled red).
+  REQUIRE(run(kWeft + " dot " + g + " --grads --phase g_loss", grads) == 0);
+  CHECK(grads.find("fillcolor=\"#f2d5d5\"") != std::string::npos);
+  CHECK(std::count(grads.begin(), grads.end(), '\n') >
+        std::count(graph.begin(), graph.end(), '\n') / 2);
+  // D's plan: fused steps with their kernels.
+  REQUIRE(run(kWeft + " dot " + g + " --plan --phase d_loss", plan) == 0);
+  CHECK(plan.find("linear_act (onednn)") != std::string::npos);
+  // Graphviz's library reads what weft wrote and renders it, where weft was built with it.
+  const int rc = run(kWeft + " dot " + g + " --plan --phase d_loss --svg", svg);
+  if (rc == 0)
+    CHECK(svg.find("<svg") != std::string::npos);
+  else
+    CHECK(svg.find("built without Graphviz's library (libgraphviz-dev)") != std::string::npos);
+  // Mistakes.
+  CHECK(run(kWeft + " dot " + g + " --plan", log) == 2);
+  CHECK(log.find("--plan draws one phase's plan: name it with --phase") != std::string::npos);
+  CHECK(run(kWeft + " dot " + g + " --grads --phase h_loss", log) == 2);
+  CHECK(log.find("no phase minimizes \"h_loss\" (the phases minimize: d_loss, g_loss)") !=
+        std::string::npos);
+}

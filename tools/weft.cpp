@@ -891,6 +891,26 @@ int main(int argc, char** argv) {
     return run_bench(m, session_options(o), steps, warmup, nodes);
   };
 
+  auto* dot = app.add_subcommand("dot", "draw a graph in Graphviz's DOT language (or as SVG)");
+  add_common(dot, o);
+  std::string dot_phase, dot_out;
+  bool dot_grads = false, dot_plan = false, dot_svg = false;
+  dot->add_option("--phase", dot_phase, "the phase (by the loss it minimizes) for --grads, --plan");
+  dot->add_flag("--grads", dot_grads, "with the gradient nodes autodiff adds for training");
+  dot->add_flag("--plan", dot_plan, "the phase's plan: its fused steps and their kernels");
+  dot->add_flag("--svg", dot_svg, "render it as SVG with Graphviz's library");
+  dot->add_option("--out", dot_out, "write to this file instead of standard output");
+  table["dot"] = [&] {
+    Model m = load(o);
+    std::string text = graph_to_dot(m, session_options(o), dot_phase, dot_grads, dot_plan);
+    if (dot_svg) text = render_svg(text);
+    if (dot_out.empty())
+      fmt::print("{}", text);
+    else
+      write_atomic(dot_out, text);
+    return 0;
+  };
+
   auto* schema = app.add_subcommand(
       "schema", "print the JSON Schema of graph files (with the ops of loaded plugins)");
   add_plugin_option(schema, o.plugins);
