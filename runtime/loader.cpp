@@ -32,6 +32,7 @@ void load_header(load::Load& l) {
   if (root["weft"] != 1) l.fail("/weft", "expected format version 1, got " + brief(root["weft"]));
   l.m.name = l.string_or(root, "name", "", "");
   l.doc(root, "");
+  if (root.contains("doc")) l.m.doc = root["doc"].get<std::string>();
   if (root.contains("requires")) {  // plugins are loaded by the user, never by a graph
     const json& r = l.array(root["requires"], "/requires", "a list of plugin names");
     for (size_t i = 0; i < r.size(); ++i) {

@@ -64,7 +64,7 @@ struct TrainOverrides {
 };
 
 struct Model {
-  std::string file, name;
+  std::string file, name, doc;
   Graph graph;
   DataSpec data;
   bool uses_data = false;

@@ -752,6 +752,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   folder.keep();
   write_atomic(metrics, kept);
   std::ofstream out(metrics, std::ios::app);
+  if (to.on_progress) to.on_progress(*s, false);
 
   const bool tty = isatty(2) && !to.quiet;
   using clock = std::chrono::steady_clock;
@@ -787,11 +788,11 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
       const double bound = kDivergence * std::max(1.0, std::abs(first_loss[i]));
       if (!warned[i] && std::abs(losses[i]) > bound) {
         warned[i] = true;
-        fmt::print(stderr,
-                   "{}weft: warning: loss '{}' is {:.3g} at step {}, more than {:g} times its "
-                   "first value ({:.3g}): the run is probably diverging (learning rate too "
-                   "high?)\n",
-                   tty ? "\n" : "", names[i], losses[i], st, kDivergence, first_loss[i]);
+        s->warnings.push_back(fmt::format(
+            "loss '{}' is {:.3g} at step {}, more than {:g} times its first value ({:.3g}): the "
+            "run is probably diverging (learning rate too high?)",
+            names[i], losses[i], st, kDivergence, first_loss[i]));
+        fmt::print(stderr, "{}weft: warning: {}\n", tty ? "\n" : "", s->warnings.back());
       }
       // The gradient norm running away (or vanishing into NaN) warns too, once per phase.
       const double norm = losses[norms_at + i];
@@ -799,11 +800,12 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
       if (!warned_norm[i] && std::isfinite(first_norm[i]) &&
           !(norm <= kDivergence * first_norm[i])) {
         warned_norm[i] = true;
-        fmt::print(stderr,
-                   "{}weft: warning: the gradient norm of '{}' is {:.3g} at step {}, more than "
-                   "{:g} times its first value ({:.3g}): the run is probably diverging (learning "
-                   "rate too high? clip_norm bounds it)\n",
-                   tty ? "\n" : "", names[i], norm, st, kDivergence, first_norm[i]);
+        s->warnings.push_back(
+            fmt::format("the gradient norm of '{}' is {:.3g} at step {}, more than {:g} times its "
+                        "first value ({:.3g}): the run is probably diverging (learning rate too "
+                        "high? clip_norm bounds it)",
+                        names[i], norm, st, kDivergence, first_norm[i]));
+        fmt::print(stderr, "{}weft: warning: {}\n", tty ? "\n" : "", s->warnings.back());
       }
     }
     ++since;
@@ -811,6 +813,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     double dt = std::chrono::duration<double>(now - tlast).count();
     if (dt > 0.5 || st == steps) {
       rate = double(since * s->model.train.batch) / dt;
+      s->samples_per_s = rate;
       since = 0;
       tlast = now;
     }
@@ -848,6 +851,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
       out.flush();
       s->save_checkpoint(ckpt);
       last_ckpt = st;
+      if (to.on_progress) to.on_progress(*s, false);
     }
   }
   if (tty) fmt::print(stderr, "\n");
@@ -857,6 +861,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
     fmt::print("samples: {}/samples.png\n", to.out_dir);
   s->save_checkpoint(ckpt);
   save_loss_plot(metrics, folder.path("losses.svg"));
+  if (to.on_progress) to.on_progress(*s, true);
   if (s->stopped_by) {
     fmt::print(stderr,
                "weft: stopped by {} after step {} of {}; the checkpoint and metrics are written "

@@ -3,6 +3,7 @@
 // run_training adds what a person watches: progress, metrics, samples, checkpoints.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -50,7 +51,9 @@ class Session {
   SessionOptions opt;
   std::map<std::string, Tensor> params;
   int64_t step = 0;
-  int stopped_by = 0;  // the signal that stopped run_training, or 0
+  int stopped_by = 0;                 // the signal that stopped run_training, or 0
+  double samples_per_s = 0;           // run_training's latest measure
+  std::vector<std::string> warnings;  // what run_training warned about, in order
 
   // Seconds spent filling inputs and in optimizers, summed over steps (for weft bench).
   double input_seconds = 0, optimizer_seconds = 0;
@@ -134,6 +137,9 @@ struct TrainOptions {
   bool resume = false;
   bool overwrite = false;  // replace a run already in out_dir
   bool quiet = false;
+  // Called (on rank 0) once the run folder is made, after every checkpoint and at the end
+  // (`finished`): where the runner writes its report.
+  std::function<void(const Session&, bool finished)> on_progress;
 };
 
 // Trains, writing DIR/metrics.csv, DIR/samples.png (and per-step grids) and

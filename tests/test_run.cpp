@@ -392,3 +392,40 @@ TEST_CASE("weft dot draws the graph, its gradients and a phase's plan; --svg ren
   CHECK(log.find("no phase minimizes \"h_loss\" (the phases minimize: d_loss, g_loss)") !=
         std::string::npos);
 }
+
+TEST_CASE("weft train writes a self-contained report; weft report writes it again") {
+  const fs::path dir = fs::temp_directory_path() / "weft_test_report";
+  fs::remove_all(dir);
+  const std::string g = std::string(WEFT_SOURCE_DIR) + "/graphs/mlp_gan.json";
+  std::string log;
+  // A grid every step: the report keeps 24 of them and the last.
+  REQUIRE(run(kWeft + " train " + g + " --steps 60 --sample-every 1 --checkpoint-every 20 " +
+                  "--quiet --out " + dir.string(),
+              log) == 0);
+  const std::string html = slurp(dir / "report.html");
+  CHECK(html.find("<title>weft run: mlp-gan</title>") != std::string::npos);
+  CHECK(html.find("Finished: 60 steps.") != std::string::npos);
+  CHECK(html.find("http-equiv=\"refresh\"") == std::string::npos);  // ended: no reloading
+  CHECK(html.find("--sample-every 1") != std::string::npos);        // the command line
+  for (const char* chart : {"<title>d_loss</title>", "<title>g_loss</title>",
+                            "<title>gradient norms (before clipping)</title>"})
+    CHECK_MESSAGE(html.find(chart) != std::string::npos, chart);
+  size_t images = 0;
+  for (size_t at = 0; (at = html.find("src=\"data:image/png;base64,", at)) != std::string::npos;
+       ++at)
+    ++images;
+  CHECK(images == 25);
+  // Nothing is fetched when the page is viewed.
+  CHECK(html.find("src=\"http") == std::string::npos);
+  CHECK(html.find("href=\"http") == std::string::npos);
+  CHECK(html.size() < 3u << 20);
+  // The graph is drawn where weft has Graphviz's library, and the page says so where not.
+  CHECK((html.find("<div class=\"graph\"><svg") != std::string::npos ||
+         html.find("built without Graphviz's library") != std::string::npos));
+  // The folder's files are all it takes.
+  fs::remove(dir / "report.html");
+  REQUIRE(run(kWeft + " report " + dir.string(), log) == 0);
+  CHECK(slurp(dir / "report.html") == html);
+  CHECK(run(kWeft + " report " + (dir / "nothing").string(), log) == 2);
+  CHECK(log.find("not a run folder: it has no metrics.csv") != std::string::npos);
+}

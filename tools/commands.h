@@ -16,4 +16,8 @@ std::string graph_to_dot(const Model& m, const SessionOptions& so, const std::st
 // Whether weft was built with Graphviz's library, and DOT text rendered as SVG by it.
 bool dot_can_render();
 std::string render_svg(const std::string& dot);
+
+// RUN_DIR/report.html from the folder's run.json, metrics.csv, sample grids, weft eval's
+// files and graph.svg (tools/report.cpp).
+void write_report(const std::string& dir);
 }  // namespace weft

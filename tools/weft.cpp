@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -32,6 +35,8 @@
 using namespace weft;
 
 namespace {
+
+std::string g_command_line;  // for the run report
 
 struct Common {
   std::string graph, data;
@@ -122,14 +127,67 @@ int cmd_train(const Common& o, const TrainOverrides& t, const TrainOptions& to, 
   Model m = load(resumed, t);
   SessionOptions so = session_options(o);
   so.check_numerics = check_numerics;
+  TrainOptions with_report = to;
+  json run = {{"graph", o.graph},
+              {"name", m.name},
+              {"command", g_command_line},
+              {"seed", m.train.seed},
+              {"batch", m.train.batch},
+              {"steps", m.train.steps},
+              {"threads", o.threads > 0 ? o.threads : usable_cores()},
+              {"device", o.device},
+              {"ranks", ranks().size},
+              {"version", WEFT_VERSION},
+              {"finished", false}};
+  if (!m.doc.empty()) run["doc"] = m.doc;
+  for (auto& ph : m.train.phases) run["losses"].push_back(ph.loss_name);
+  const auto started = std::chrono::steady_clock::now();
+  const std::string dir = to.out_dir;
+  bool reported = false;
+  auto report = [&, dir] {
+    write_atomic(dir + "/run.json", run.dump(2) + "\n");
+    write_report(dir);
+  };
+  with_report.on_progress = [&](const Session& s, bool finished) {
+    if (!reported) {  // the first time: the folder exists now
+      const std::time_t now = std::time(nullptr);
+      char when[64];
+      std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
+      run["started"] = when;
+      if (dot_can_render())
+        write_atomic(dir + "/graph.svg", render_svg(graph_to_dot(m, so, "", false, false)));
+      else
+        run["graph_drawing"] =
+            "weft was built without Graphviz's library (libgraphviz-dev), so the report has no "
+            "drawing of the graph; `weft dot GRAPH | dot -Tsvg` draws it.";
+      reported = true;
+    }
+    run["step"] = s.step;
+    run["finished"] = finished;
+    run["stopped"] = s.stopped_by == SIGINT ? "SIGINT" : s.stopped_by ? "SIGTERM" : "";
+    run["wall_seconds"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    run["samples_per_s"] = std::round(s.samples_per_s);
+    run["warnings"] = s.warnings;
+    report();
+  };
+  try {
+    auto s = run_training(m, so, with_report);
+    return s->stopped_by ? 128 + s->stopped_by : 0;  // the shell's convention for a signal
+  } catch (const Error& e) {
+    if (reported) {  // the run had started: its report says how it ended
+      run["error"] = e.what();
+      run["finished"] = true;
+      report();
+    }
+    throw;
+  }
   so.sync_batch_norm = sync_batch_norm;
   // Its collectives are called from inside the plan: every rank must run it in the same order.
   if (sync_batch_norm && so.parallel)
     throw Error("--sync-batch-norm runs each plan in order on every rank; leave out --parallel");
   if (sync_batch_norm && so.device.kind != 0)
     throw Error("--sync-batch-norm is for the CPU's kernels; a plugin device has its own");
-  auto s = run_training(m, so, to);
-  return s->stopped_by ? 128 + s->stopped_by : 0;  // the shell's convention for a signal
 }
 
 // ---- check --------------------------------------------------------------------------
@@ -777,6 +835,7 @@ int main(int argc, char** argv) {
   const std::set<std::string> computes = {"train", "bench", "sample", "encode", "eval", "probe"};
   if (argc > 1 && computes.count(argv[1])) choose_openmp_wait_policy(argv);
   start_ranks(&argc, &argv);  // under mpirun (runtime/distributed.h)
+  for (int i = 0; i < argc; ++i) g_command_line += (i ? " " : "") + std::string(argv[i]);
   CLI::App app{"weft: train generative models written as JSON graphs"};
   app.require_subcommand(1);
   Common o;
@@ -889,6 +948,19 @@ int main(int argc, char** argv) {
   table["bench"] = [&] {
     Model m = load(o);
     return run_bench(m, session_options(o), steps, warmup, nodes);
+  };
+
+  auto* report = app.add_subcommand(
+      "report", "write RUN_DIR/report.html from a run folder (weft train writes it too)");
+  std::string report_dir;
+  report->add_option("run_dir", report_dir, "the run folder")->required();
+  table["report"] = [&] {
+    if (!std::filesystem::exists(std::filesystem::path(report_dir) / "metrics.csv"))
+      throw Error(report_dir, "",
+                  "not a run folder: it has no metrics.csv (weft train writes one)");
+    write_report(report_dir);
+    fmt::print("report: {}/report.html\n", report_dir);
+    return 0;
   };
 
   auto* dot = app.add_subcommand("dot", "draw a graph in Graphviz's DOT language (or as SVG)");
