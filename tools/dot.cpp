@@ -129,8 +129,8 @@ std::string plan_dot(const Model& m, const Graph& g, const Plan& plan, const std
     std::vector<std::string> outs;
     for (int o : st.out) outs.push_back(dims_str(plan.slots[size_t(o)].shape()));
     out << "  s" << s << " [label="
-        << dot_string(fmt::format("{}\n{} ({})  {}", st.name, st.op, st.kernel_name,
-                              fmt::join(outs, " ")))
+        << dot_string(
+               fmt::format("{}\n{} ({})  {}", st.name, st.op, st.kernel_name, fmt::join(outs, " ")))
         << (st.dense ? " style=filled fillcolor=\"#e3f0d9\"" : "") << "];\n";
     for (int i : st.in)
       if (!producer.count(i)) sources.insert(i);
