@@ -127,6 +127,12 @@ int cmd_train(const Common& o, const TrainOverrides& t, const TrainOptions& to, 
   Model m = load(resumed, t);
   SessionOptions so = session_options(o);
   so.check_numerics = check_numerics;
+  so.sync_batch_norm = sync_batch_norm;
+  // Its collectives are called from inside the plan: every rank must run it in the same order.
+  if (sync_batch_norm && so.parallel)
+    throw Error("--sync-batch-norm runs each plan in order on every rank; leave out --parallel");
+  if (sync_batch_norm && so.device.kind != 0)
+    throw Error("--sync-batch-norm is for the CPU's kernels; a plugin device has its own");
   TrainOptions with_report = to;
   json run = {{"graph", o.graph},
               {"name", m.name},
@@ -182,12 +188,6 @@ int cmd_train(const Common& o, const TrainOverrides& t, const TrainOptions& to, 
     }
     throw;
   }
-  so.sync_batch_norm = sync_batch_norm;
-  // Its collectives are called from inside the plan: every rank must run it in the same order.
-  if (sync_batch_norm && so.parallel)
-    throw Error("--sync-batch-norm runs each plan in order on every rank; leave out --parallel");
-  if (sync_batch_norm && so.device.kind != 0)
-    throw Error("--sync-batch-norm is for the CPU's kernels; a plugin device has its own");
 }
 
 // ---- check --------------------------------------------------------------------------
