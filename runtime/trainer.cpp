@@ -580,6 +580,18 @@ void Session::load_checkpoint(const std::string& path, bool to_continue) {
   step = ck_step;
 }
 
+bool write_sample_inputs(Session& s, int64_t n, const std::string& path) {
+  if (!s.model.outputs.count("samples") || !s.output_reads_data("samples") ||
+      is_mixture(s.model.data.dataset))
+    return false;
+  const Dataset* d = s.dataset("test");
+  const int64_t side = d->rows, count = std::min(n, d->n), per = d->rows * d->cols;
+  Tensor img(DType::f32, {count, per});
+  for (int64_t i = 0; i < count * per; ++i) img.set(i, double(d->images[size_t(i)]) / 255.0);
+  save_png_grid(path, img, side, d->cols, 0, 1);
+  return true;
+}
+
 bool write_samples(Session& s, int64_t n, const std::string& path, const std::string& output,
                    bool normalize, int cls) {
   auto it = s.model.outputs.find(output);
@@ -752,6 +764,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   folder.keep();
   write_atomic(metrics, kept);
   std::ofstream out(metrics, std::ios::app);
+  write_sample_inputs(*s, kGridSamples, folder.path("inputs.png"));
   if (to.on_progress) to.on_progress(*s, false);
 
   const bool tty = isatty(2) && !to.quiet;

@@ -155,6 +155,10 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
 // has no such output.
 // A conditional generator's grid (one whose output reads the labels) shows class k in row k,
 // 10 samples each, or n samples of class `cls` when it is 0 or more.
+// For a graph whose samples are reconstructions of the test split's first examples (an
+// autoencoder): those inputs as a grid, the same way. False for other graphs.
+bool write_sample_inputs(Session& s, int64_t n, const std::string& path);
+
 bool write_samples(Session& s, int64_t n, const std::string& path,
                    const std::string& output = "samples", bool normalize = false, int cls = -1);
 

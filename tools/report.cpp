@@ -123,7 +123,7 @@ std::string short_number(double v) {
 // A line chart as inline SVG: each series raw (faint) and smoothed; a log scale when the
 // values are positive and span more than two decades.
 std::string chart(const std::string& title, const std::vector<Series>& series) {
-  const double w = 640, h = 220, left = 56, right = 12, top = 24, bottom = 28;
+  const double w = 660, h = 220, left = 64, right = 12, top = 24, bottom = 28;
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
   bool positive = true;
   for (auto& s : series)
@@ -325,12 +325,47 @@ void write_report(const std::string& dir) {
         "showGrid(document.getElementById('grid').value);</script>";
   }
 
+  // The numbers of every `weft eval` of the run's checkpoints, over the steps they were
+  // taken at (eval_history.jsonl, a line per evaluation; a torn line is left out).
+  if (fs::exists(d / "eval_history.jsonl")) {
+    std::map<std::string, Series> over;  // "split: key" -> values by step
+    std::ifstream f(d / "eval_history.jsonl");
+    for (std::string line; std::getline(f, line);) {
+      json e;
+      try {
+        e = json::parse(line);
+      } catch (const std::exception&) {
+        continue;
+      }
+      if (!e.contains("step") || !e["step"].is_number()) continue;
+      for (auto& [k, v] : e.items())
+        if (k != "step" && v.is_number()) {
+          Series& sr = over[e.value("split", "") + ": " + k];
+          sr.name = k;
+          sr.x.push_back(e["step"].get<double>());
+          sr.y.push_back(v.get<double>());
+        }
+    }
+    if (!over.empty()) html += "<h2>Evaluations over the run (weft eval)</h2>";
+    for (auto& [title, sr] : over) html += chart(title, {sr});
+  }
+
+  // Autoencoders: the inputs whose reconstructions the sample grids show.
+  if (fs::exists(d / "inputs.png") && fs::exists(d / "samples.png"))
+    html += fmt::format(
+        "<h2>Inputs and their reconstructions</h2><figure style=\"display:inline-block\"><img "
+        "class=\"grid\" alt=\"inputs\" src=\"{}\"><figcaption>test images</figcaption></figure> "
+        "<figure style=\"display:inline-block\"><img class=\"grid\" alt=\"reconstructions\" "
+        "src=\"{}\"><figcaption>their reconstructions at step {}</figcaption></figure>",
+        png_uri(d / "inputs.png"), png_uri(d / "samples.png"), step);
+
   // What `weft eval` recorded: its numbers and pictures (reconstructions beside their
   // inputs for an autoencoder).
   std::vector<fs::path> evals;
   if (fs::exists(d))
     for (auto& e : fs::directory_iterator(d))
-      if (e.path().filename().string().rfind("eval_", 0) == 0) evals.push_back(e.path());
+      if (e.path().filename().string().rfind("eval_", 0) == 0 && e.path().extension() != ".jsonl")
+        evals.push_back(e.path());
   std::sort(evals.begin(), evals.end());
   if (!evals.empty()) {
     html += "<h2>Evaluation (weft eval)</h2>";

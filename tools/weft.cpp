@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
@@ -611,6 +612,19 @@ int cmd_eval(const Common& o, const std::string& ckpt, const std::string& split,
   if (!classifier.checkpoint.empty()) report["quality"] = sample_quality(s, o, classifier);
   const std::string out = beside(fmt::format("eval_{}.json", split));
   write_atomic(out, report.dump(2) + "\n");
+  // The numbers again, one line per evaluation, by the checkpoint's step: the run report
+  // draws them over the run.
+  json line = {{"step", s.step}, {"split", split}};
+  for (auto& [k, v] : report.items()) {
+    if (v.is_number() && k != "batch" && k != "examples") line[k] = v;
+    if (v.is_object())
+      for (auto& [k2, v2] : v.items())
+        if (v2.is_number()) line[k + "." + k2] = v2;
+  }
+  std::ofstream(beside("eval_history.jsonl"), std::ios::app) << line.dump() << "\n";
+  // In a run folder, the run's report shows them.
+  const std::filesystem::path folder = std::filesystem::path(beside("x")).parent_path();
+  if (std::filesystem::exists(folder / "metrics.csv")) write_report(folder.string());
 
   fmt::print("{} split: {} batches of {} ({} examples{})\n", split, batches, batch, used,
              d->n % batch ? fmt::format("; the last {} left out", d->n % batch) : std::string());
