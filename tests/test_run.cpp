@@ -429,3 +429,26 @@ TEST_CASE("weft train writes a self-contained report; weft report writes it agai
   CHECK(run(kWeft + " report " + (dir / "nothing").string(), log) == 2);
   CHECK(log.find("not a run folder: it has no metrics.csv") != std::string::npos);
 }
+
+TEST_CASE("an autoencoder's report: inputs beside reconstructions, and weft eval's numbers") {
+  const fs::path dir = fs::temp_directory_path() / "weft_test_report_ae";
+  fs::remove_all(dir);
+  const std::string g = std::string(WEFT_SOURCE_DIR) + "/graphs/sparse_ae.json";
+  std::string log;
+  REQUIRE(run(kWeft + " train " + g + " --steps 10 --quiet --out " + dir.string(), log) == 0);
+  CHECK(fs::exists(dir / "inputs.png"));
+  CHECK(slurp(dir / "report.html").find("Inputs and their reconstructions") != std::string::npos);
+  const std::string eval =
+      kWeft + " eval " + g + " --checkpoint " + (dir / "checkpoint.safetensors").string();
+  REQUIRE(run(eval, log) == 0);
+  REQUIRE(run(kWeft + " train " + g + " --steps 20 --resume --quiet --out " + dir.string(), log) ==
+          0);
+  REQUIRE(run(eval, log) == 0);
+  const std::string history = slurp(dir / "eval_history.jsonl");
+  CHECK(std::count(history.begin(), history.end(), '\n') == 2);
+  CHECK(history.find("\"step\":10") != std::string::npos);
+  CHECK(history.find("\"step\":20") != std::string::npos);
+  const std::string html = slurp(dir / "report.html");  // rewritten by the second eval
+  CHECK(html.find("Evaluations over the run (weft eval)") != std::string::npos);
+  CHECK(html.find("<title>test: reconstruction_error</title>") != std::string::npos);
+}
