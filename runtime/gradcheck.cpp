@@ -223,6 +223,23 @@ double worst_error(const Outcome& fast, const Outcome& ref) {
   return worst;
 }
 
+// For each case of the op's test spec: its harness, targets and mutated inputs, and the f64
+// reference kernels' outcome, which check_f32 and check_device compare against.
+template <class F>
+void each_case_with_reference(const OpDef& def, F f) {
+  std::vector<std::string> mutated;
+  for (int k : def.mutated_inputs) mutated.push_back(fmt::format("x{}", k));
+  const std::vector<Case> cases = cases_of(def, {}, nullptr);
+  for (int index = 0; index < int(cases.size()); ++index) {
+    const Case& c = cases[index];
+    Harness h(def, c, 11 + uint64_t(index), false);
+    std::vector<ValueId> targets;
+    for (auto& o : h.outs) targets.push_back(o.id);
+    const Outcome ref = run_case(h.g, targets, h.opt, DType::f64, def.name, mutated);
+    f(index, c, h, targets, ref, mutated);
+  }
+}
+
 }  // namespace
 
 std::vector<CheckResult> check_f32(const OpDef& def) {
@@ -232,104 +249,91 @@ std::vector<CheckResult> check_f32(const OpDef& def) {
   std::vector<const KernelEntry*> candidates;
   for (const KernelEntry& e : def.kernel_list)
     if (e.device_kind == Device::cpu().kind && e.dtype == DType::f32) candidates.push_back(&e);
-  std::vector<std::string> mutated;
-  for (int k : def.mutated_inputs) mutated.push_back(fmt::format("x{}", k));
-  const std::vector<Case> cases = cases_of(def, {}, nullptr);
-  for (int index = 0; index < int(cases.size()); ++index) {
-    const Case& c = cases[index];
-    Harness h(def, c, 11 + uint64_t(index), false);
-    std::vector<ValueId> targets;
-    for (auto& o : h.outs) targets.push_back(o.id);
-    const Outcome ref = run_case(h.g, targets, h.opt, DType::f64, def.name, mutated);
+  each_case_with_reference(
+      def, [&](int index, const Case& c, Harness& h, const std::vector<ValueId>& targets,
+               const Outcome& ref, const std::vector<std::string>& mutated) {
+        // What dispatch picks, as in training.
+        const Outcome dispatched = run_case(h.g, targets, h.opt, DType::f32, def.name, mutated);
+        CheckResult r{def.name, fmt::format("f32 vs f64 {}", case_str(c)), 0, 1e-5, {}, ""};
+        r.kernels = dispatched.kernels;
+        r.worst = worst_error(dispatched, ref);
+        const size_t dispatched_at = results.size();
+        results.push_back(r);
 
-    // What dispatch picks, as in training.
-    const Outcome dispatched = run_case(h.g, targets, h.opt, DType::f32, def.name, mutated);
-    CheckResult r{def.name, fmt::format("f32 vs f64 {}", case_str(c)), 0, 1e-5, {}, ""};
-    r.kernels = dispatched.kernels;
-    r.worst = worst_error(dispatched, ref);
-    const size_t dispatched_at = results.size();
-    results.push_back(r);
+        // Every other candidate, forced by giving the node a copy of the op with that kernel
+        // alone; one that does not take the node says why in the planner's error.
+        std::map<std::string, std::string> declined;
+        for (const KernelEntry* e : candidates) {
+          if (e->name == dispatched.picked) continue;
+          OpDef only(def);
+          only.kernel_list = {*e};
+          Graph g = h.g;
+          for (Node& n : g.nodes)
+            if (n.def->name == def.name) n.def = &only;
+          Outcome forced;
+          try {
+            forced = run_case(g, targets, h.opt, DType::f32, def.name, mutated);
+          } catch (const Error& err) {
+            declined[e->name] = err.what();
+            continue;
+          }
+          CheckResult rc = r;
+          rc.what = fmt::format("{} with kernel {}", r.what, e->name);
+          rc.kernels = forced.kernels;
+          rc.worst = worst_error(forced, ref);
+          results.push_back(rc);
+        }
 
-    // Every other candidate, forced by giving the node a copy of the op with that kernel
-    // alone; one that does not take the node says why in the planner's error.
-    std::map<std::string, std::string> declined;
-    for (const KernelEntry* e : candidates) {
-      if (e->name == dispatched.picked) continue;
-      OpDef only(def);
-      only.kernel_list = {*e};
-      Graph g = h.g;
-      for (Node& n : g.nodes)
-        if (n.def->name == def.name) n.def = &only;
-      Outcome forced;
-      try {
-        forced = run_case(g, targets, h.opt, DType::f32, def.name, mutated);
-      } catch (const Error& err) {
-        declined[e->name] = err.what();
-        continue;
-      }
-      CheckResult rc = r;
-      rc.what = fmt::format("{} with kernel {}", r.what, e->name);
-      rc.kernels = forced.kernels;
-      rc.worst = worst_error(forced, ref);
-      results.push_back(rc);
-    }
-
-    if (expected.empty()) continue;
-    const auto& known = def.test_spec->declined_cases;
-    const bool should_decline = std::find(known.begin(), known.end(), index) != known.end();
-    std::string& problem = results[dispatched_at].problem;
-    if (should_decline) {
-      if (dispatched.picked == expected)
-        problem = fmt::format(
-            "kernel '{}' takes case {}, which the test spec lists as declined; take it off the "
-            "list",
-            expected, index);
-      continue;
-    }
-    if (dispatched.picked == expected) continue;
-    if (std::none_of(candidates.begin(), candidates.end(),
-                     [&](const KernelEntry* e) { return e->name == expected; }))
-      problem =
-          fmt::format("the test spec expects kernel '{}', but op {} has no f32 kernel so named",
-                      expected, def.name);
-    else if (declined.count(expected))
-      problem = fmt::format("dispatch picked '{}', not '{}' as the test spec expects: {}",
-                            dispatched.picked, expected, declined[expected]);
-    else
-      problem = fmt::format("dispatch picked '{}' before '{}', which the test spec expects",
-                            dispatched.picked, expected);
-  }
+        if (expected.empty()) return;
+        const auto& known = def.test_spec->declined_cases;
+        const bool should_decline = std::find(known.begin(), known.end(), index) != known.end();
+        std::string& problem = results[dispatched_at].problem;
+        if (should_decline) {
+          if (dispatched.picked == expected)
+            problem = fmt::format(
+                "kernel '{}' takes case {}, which the test spec lists as declined; take it off the "
+                "list",
+                expected, index);
+          return;
+        }
+        if (dispatched.picked == expected) return;
+        if (std::none_of(candidates.begin(), candidates.end(),
+                         [&](const KernelEntry* e) { return e->name == expected; }))
+          problem =
+              fmt::format("the test spec expects kernel '{}', but op {} has no f32 kernel so named",
+                          expected, def.name);
+        else if (declined.count(expected))
+          problem = fmt::format("dispatch picked '{}', not '{}' as the test spec expects: {}",
+                                dispatched.picked, expected, declined[expected]);
+        else
+          problem = fmt::format("dispatch picked '{}' before '{}', which the test spec expects",
+                                dispatched.picked, expected);
+      });
   return results;
 }
 
 std::vector<CheckResult> check_device(const OpDef& def, Device device) {
   std::vector<CheckResult> results;
   if (!def.test_spec) return results;
-  std::vector<std::string> mutated;
-  for (int k : def.mutated_inputs) mutated.push_back(fmt::format("x{}", k));
-  const std::vector<Case> cases = cases_of(def, {}, nullptr);
-  for (int index = 0; index < int(cases.size()); ++index) {
-    const Case& c = cases[index];
-    Harness h(def, c, 11 + uint64_t(index), false);
-    std::vector<ValueId> targets;
-    for (auto& o : h.outs) targets.push_back(o.id);
-    const Outcome ref = run_case(h.g, targets, h.opt, DType::f64, def.name, mutated);
-    CheckResult r{def.name, fmt::format("on {} vs f64 {}", device_name(device), case_str(c)),
-                  0,        1e-4,
-                  {},       ""};
-    try {
-      const Outcome on = run_case(h.g, targets, h.opt, DType::f32, def.name, mutated, device);
-      r.kernels = on.kernels;
-      r.worst = worst_error(on, ref);
-    } catch (const Error& e) {
-      // The op's own kernel declining a case is the device's choice; anything else fails.
-      if (e.message().find("no f32 kernel for op " + def.name + " on") != std::string::npos)
-        r.declined = e.message();
-      else
-        r.problem = e.message();
-    }
-    results.push_back(r);
-  }
+  each_case_with_reference(
+      def, [&](int, const Case& c, Harness& h, const std::vector<ValueId>& targets,
+               const Outcome& ref, const std::vector<std::string>& mutated) {
+        CheckResult r{def.name, fmt::format("on {} vs f64 {}", device_name(device), case_str(c)),
+                      0,        1e-4,
+                      {},       ""};
+        try {
+          const Outcome on = run_case(h.g, targets, h.opt, DType::f32, def.name, mutated, device);
+          r.kernels = on.kernels;
+          r.worst = worst_error(on, ref);
+        } catch (const Error& e) {
+          // The op's own kernel declining a case is the device's choice; anything else fails.
+          if (e.message().find("no f32 kernel for op " + def.name + " on") != std::string::npos)
+            r.declined = e.message();
+          else
+            r.problem = e.message();
+        }
+        results.push_back(r);
+      });
   return results;
 }
 
