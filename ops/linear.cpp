@@ -111,6 +111,17 @@ auto matmul_ref = [](auto t, const KernelInfo& info, const KernelArgs& a) {
     }
 };
 
+// matmul_add: the product plus c, c of the product's shape.
+auto matmul_add_ref = [](auto t, const KernelInfo& info, const KernelArgs& a) {
+  using T = decltype(t);
+  matmul_ref(t, info, a);
+  const T* c = in_ptr<T>(a, 2);
+  T* y = out_ptr<T>(a, 0);
+  for (int64_t i = 0, n = numel(info.out[0]); i < n; ++i) y[i] = T(double(y[i]) + double(c[i]));
+};
+
+// matmul, and matmul_add when the node has a third input: oneDNN adds it to the product in
+// the primitive's last pass (a binary post-op), before the result is stored.
 KernelMaker onednn_matmul() {
   return [](const KernelInfo& info, std::string& why) {
     return try_onednn(why, [&]() -> std::unique_ptr<Kernel> {
@@ -121,13 +132,35 @@ KernelMaker onednn_matmul() {
       auto c = md({d.m, d.n}, info.dtype);
       // Under --precision bf16 a and b are read as bf16, rounded by the LayoutKernel's reorder.
       const auto a_in = maybe_bf16(a, info.bf16), b_in = maybe_bf16(b, info.bf16);
-      dnnl::matmul::primitive_desc pd({a_in, b_in, c}, cpu_engine());
-      return std::make_unique<LayoutKernel>(
-          dnnl::matmul(pd), std::vector<LayoutKernel::Arg>{{DNNL_ARG_SRC, a, a_in, 1},
-                                                           {DNNL_ARG_WEIGHTS, b, b_in, 2},
-                                                           {DNNL_ARG_DST, c, c, -1}});
+      std::vector<LayoutKernel::Arg> args = {
+          {DNNL_ARG_SRC, a, a_in, 1}, {DNNL_ARG_WEIGHTS, b, b_in, 2}, {DNNL_ARG_DST, c, c, -1}};
+      dnnl::primitive_attr attr;
+      if (info.in.size() > 2) {
+        dnnl::post_ops po;
+        po.append_binary(dnnl::algorithm::binary_add, c);
+        attr.set_post_ops(po);
+        args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, c, c, 3});
+      }
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_in, b_in, c), attr, cpu_engine());
+      return std::make_unique<LayoutKernel>(dnnl::matmul(pd), args);
     });
   };
+}
+
+std::vector<Shape> matmul_rule(const ShapeContext& c) {
+  const Shape &a = c.in[0], &b = c.in[1];
+  if (a.size() != 2 || b.size() != 2)
+    throw ShapeError("matmul takes 2-D inputs, got " + shape_str(a) + " and " + shape_str(b));
+  bool ta = c.attrs.at("transpose_a"), tb = c.attrs.at("transpose_b");
+  Dim k1 = ta ? a[0] : a[1], k2 = tb ? b[1] : b[0];
+  if (k1 != k2)
+    throw ShapeError("inner dimensions differ: " + shape_str(a) + " and " + shape_str(b));
+  return {{ta ? a[1] : a[0], tb ? b[0] : b[1]}};
+}
+
+double matmul_flops(const KernelInfo& i) {
+  auto d = matmul_dims(i.in[0], i.in[1], i.attrs.at("transpose_a"), i.attrs.at("transpose_b"));
+  return 2.0 * double(d.m) * double(d.n) * double(d.k);
 }
 
 }  // namespace
@@ -204,16 +237,7 @@ WEFT_OP(matmul)
     .output("y")
     .attr("transpose_a", AttrType::Bool, false, "use a^T")
     .attr("transpose_b", AttrType::Bool, false, "use b^T")
-    .shape([](const ShapeContext& c) {
-      const Shape &a = c.in[0], &b = c.in[1];
-      if (a.size() != 2 || b.size() != 2)
-        throw ShapeError("matmul takes 2-D inputs, got " + shape_str(a) + " and " + shape_str(b));
-      bool ta = c.attrs.at("transpose_a"), tb = c.attrs.at("transpose_b");
-      Dim k1 = ta ? a[0] : a[1], k2 = tb ? b[1] : b[0];
-      if (k1 != k2)
-        throw ShapeError("inner dimensions differ: " + shape_str(a) + " and " + shape_str(b));
-      return std::vector<Shape>{{ta ? a[1] : a[0], tb ? b[0] : b[1]}};
-    })
+    .shape(matmul_rule)
     .kernel(0, DType::f32, "onednn", onednn_matmul(), 1)
     .kernels(reference(matmul_ref))
     .grad([](GradContext& g) {
@@ -228,15 +252,38 @@ WEFT_OP(matmul)
                 : g.op("matmul", {a, d}, {{"transpose_a", !ta}});
       return std::vector<Val>{da, db};
     })
-    .dense_flops([](const KernelInfo& i) {
-      auto d = matmul_dims(i.in[0], i.in[1], i.attrs.at("transpose_a"), i.attrs.at("transpose_b"));
-      return 2.0 * double(d.m) * double(d.n) * double(d.k);
-    })
+    .dense_flops(matmul_flops)
     .test({.cases = {{{3, 4}, {4, 5}}},
            .order = 2,
            .extra = {{{{4, 3}, {4, 5}}, {{"transpose_a", true}}},
                      {{{3, 4}, {5, 4}}, {{"transpose_b", true}}},
                      {{{4, 3}, {5, 4}}, {{"transpose_a", true}, {"transpose_b", true}}}},
+           .expect_kernel = "onednn"});
+
+WEFT_OP(matmul_add)
+    .doc(
+        "op(a) op(b) + c, made by the fusion pass from an add that reads a matmul (one oneDNN "
+        "primitive): gradients of a weight used twice, a penalty's gradient added to a product")
+    .internal("produced by the fusion pass; differentiate matmul and add instead")
+    .input("a")
+    .input("b")
+    .input("c")
+    .output("y")
+    .attr("transpose_a", AttrType::Bool, false, "use a^T")
+    .attr("transpose_b", AttrType::Bool, false, "use b^T")
+    .shape([](const ShapeContext& c) {
+      std::vector<Shape> y = matmul_rule(c);
+      if (c.in[2] != y[0])
+        throw ShapeError("c has shape " + shape_str(c.in[2]) + ", the product " + shape_str(y[0]));
+      return y;
+    })
+    .kernel(0, DType::f32, "onednn", onednn_matmul(), 1)
+    .kernels(reference(matmul_add_ref))
+    .dense_flops(matmul_flops)
+    .test({.cases = {{{3, 4}, {4, 5}, {3, 5}}},
+           .extra = {{{{4, 3}, {4, 5}, {3, 5}}, {{"transpose_a", true}}},
+                     {{{3, 4}, {5, 4}, {3, 5}}, {{"transpose_b", true}}},
+                     {{{4, 3}, {5, 4}, {3, 5}}, {{"transpose_a", true}, {"transpose_b", true}}}},
            .expect_kernel = "onednn"});
 
 }  // namespace weft::ops

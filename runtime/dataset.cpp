@@ -281,21 +281,32 @@ const std::vector<int64_t>& Batcher::indices(int64_t step) {
   return idx_;
 }
 
+namespace {
+// dst[k] = low + scale * src[k] for a batch of pixels through a table of the 256 values,
+// each computed as the formula would: the same numbers, without a conversion and a multiply
+// per pixel (the data path was a tenth of a small model's step).
+template <class T>
+void scale_pixels(const Dataset& d, const std::vector<int64_t>& idx, T* out, double low,
+                  double scale) {
+  T table[256];
+  for (int v = 0; v < 256; ++v) table[v] = T(low + scale * v);
+  const int64_t per = d.rows * d.cols;
+  for (size_t i = 0; i < idx.size(); ++i) {
+    const uint8_t* src = d.images.data() + idx[i] * per;
+    T* dst = out + int64_t(i) * per;
+    for (int64_t k = 0; k < per; ++k) dst[k] = table[src[k]];
+  }
+}
+}  // namespace
+
 void fill_images(const Dataset& d_, const std::vector<int64_t>& idx, Tensor& out, double low,
                  double high) {
-  const int64_t per = d_.rows * d_.cols;
-  WEFT_ASSERT(out.numel() == int64_t(idx.size()) * per);
+  WEFT_ASSERT(out.numel() == int64_t(idx.size()) * d_.rows * d_.cols);
   const double scale = (high - low) / 255.0;
-  for (size_t i = 0; i < idx.size(); ++i) {
-    const uint8_t* src = d_.images.data() + idx[i] * per;
-    if (out.dtype() == DType::f32) {
-      float* dst = out.data<float>() + int64_t(i) * per;
-      for (int64_t k = 0; k < per; ++k) dst[k] = float(low + scale * src[k]);
-    } else {
-      double* dst = out.data<double>() + int64_t(i) * per;
-      for (int64_t k = 0; k < per; ++k) dst[k] = low + scale * src[k];
-    }
-  }
+  if (out.dtype() == DType::f32)
+    scale_pixels(d_, idx, out.data<float>(), low, scale);
+  else
+    scale_pixels(d_, idx, out.data<double>(), low, scale);
 }
 
 void fill_labels(const Dataset& d_, const std::vector<int64_t>& idx, Tensor& out, bool onehot) {

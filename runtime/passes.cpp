@@ -104,6 +104,44 @@ int fuse_batch_norm_activation(std::vector<PlanNode>& nodes, const std::vector<V
   return count;
 }
 
+int fuse_matmul_add(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets) {
+  const OpDef* fused = Registry::get().find("matmul_add");
+  if (!fused) return 0;
+  std::map<int, int> uses, pos;
+  for (size_t k = 0; k < nodes.size(); ++k) {
+    pos[nodes[k].id] = int(k);
+    for (auto v : nodes[k].in) uses[v.node]++;
+  }
+  for (auto t : targets) uses[t.node] += 1000;  // a target must stay visible
+  int count = 0;
+  std::vector<char> dead(nodes.size(), 0);
+  for (auto& n : nodes) {
+    if (n.def->name != "add" || n.in.size() != 2) continue;
+    for (size_t k = 0; k < 2; ++k) {
+      auto it = pos.find(n.in[k].node);
+      if (it == pos.end() || dead[it->second]) continue;
+      PlanNode& mm = nodes[it->second];
+      // Both addends of the output's shape: the post-op adds without broadcasting.
+      const ValueId other = n.in[1 - k];
+      auto ot = pos.find(other.node);
+      if (mm.def->name != "matmul" || uses[mm.id] != 1 || mm.shapes[0] != n.shapes[0] ||
+          ot == pos.end() || nodes[ot->second].shapes.at(other.out) != n.shapes[0])
+        continue;
+      n.def = fused;
+      n.in = {mm.in[0], mm.in[1], other};
+      n.attrs = mm.attrs;
+      dead[it->second] = 1;
+      ++count;
+      break;
+    }
+  }
+  std::vector<PlanNode> kept;
+  for (size_t k = 0; k < nodes.size(); ++k)
+    if (!dead[k]) kept.push_back(std::move(nodes[k]));
+  nodes = std::move(kept);
+  return count;
+}
+
 int skip_broadcasts(std::vector<PlanNode>& nodes) {
   static const std::set<std::string> elementwise = {"add", "sub", "mul", "div"};
   std::map<int, const PlanNode*> by_id;

@@ -28,6 +28,10 @@ int fuse_linear_activation(std::vector<PlanNode>& nodes, const std::vector<Value
 // batch_norm whose output only relu or leaky_relu reads becomes one batch_norm_act node (the
 // activation applied in batch norm's last pass); its statistics keep their output indices.
 int fuse_batch_norm_activation(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets);
+// add(matmul(a, b), c) whose product nothing else reads becomes one matmul_add node (the
+// addition done in the product's last pass): a weight used twice, as a discriminator is on
+// real and generated data, has the sum of two products as its gradient.
+int fuse_matmul_add(std::vector<PlanNode>& nodes, const std::vector<ValueId>& targets);
 // An elementwise op reading broadcast_like(s, ref) reads s directly when its own
 // broadcasting gives the same result (gradients of sums feed such chains), sparing a
 // tensor-sized write and read. Returns the number of inputs rewritten.

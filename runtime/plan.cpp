@@ -312,6 +312,7 @@ std::unique_ptr<Plan> compile_plan(const Graph& g, const std::vector<ValueId>& t
     };
     if (can("linear_act")) plan->fusions += fuse_linear_activation(nodes, targets);
     if (can("batch_norm_act")) plan->fusions += fuse_batch_norm_activation(nodes, targets);
+    if (can("matmul_add")) plan->fusions += fuse_matmul_add(nodes, targets);
     prune(nodes, targets);
   }
   if (opt.device.kind != 0) {  // placed whole: every op needs a kernel on the device

@@ -364,7 +364,7 @@ static int fake_run(const weft_call* call, const weft_tensor* in, int32_t n_in, 
 /* Every op the dcgan and mlp_gan graphs train and sample with, and the optimizers. */
 /* clang-format off */
 static const char* const kFakeOps[] = {
-    "add", "sub", "mul", "div", "neg", "sum", "mean", "broadcast_like", "matmul", "linear",
+    "add", "sub", "mul", "div", "neg", "sum", "mean", "broadcast_like", "matmul", "matmul_add", "linear",
     "linear_act", "conv2d", "conv2d_backward_data", "conv2d_backward_weights",
     "conv_transpose2d", "batch_norm", "batch_norm_act", "batch_norm_backward", "relu",
     "relu_backward", "leaky_relu", "leaky_relu_backward", "tanh", "tanh_backward", "sigmoid",
