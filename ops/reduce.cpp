@@ -26,41 +26,129 @@ Dims keepdims_of(const Dims& in, const json& axes) {
   return kd;
 }
 
-// Reduce `in` (any shape) onto `kd` (same rank, 1 on folded axes): sum or mean.
+// Positions along some axes of a tensor, in row-major order: their count, the offset of the
+// i-th, and a walk over all of them without a division per position.
+struct AxisWalk {
+  std::vector<int64_t> len, stride;
+  int64_t count = 1;
+
+  void add(int64_t l, int64_t s) {
+    len.push_back(l);
+    stride.push_back(s);
+    count *= l;
+  }
+  int64_t offset(int64_t i) const {
+    int64_t off = 0;
+    for (int a = int(len.size()) - 1; a >= 0; --a) {
+      off += i % len[a] * stride[a];
+      i /= len[a];
+    }
+    return off;
+  }
+  template <class F>
+  void each(F f) const {
+    std::vector<int64_t> pos(len.size(), 0);
+    int64_t off = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      f(off);
+      for (int a = int(len.size()) - 1; a >= 0; --a) {  // odometer
+        off += stride[a];
+        if (++pos[a] < len[a]) break;
+        off -= stride[a] * len[a];
+        pos[a] = 0;
+      }
+    }
+  }
+};
+
+// A row's sum in sixteen independent lanes, so that the compiler may vectorize it without
+// reassociating one sum.
+template <class T>
+T row_sum(const T* s, int64_t len) {
+  constexpr int L = 16;
+  T lane[L] = {};
+  int64_t j = 0;
+  for (; j + L <= len; j += L)
+    for (int l = 0; l < L; ++l) lane[l] += s[j + l];
+  T acc = 0;
+  for (; j < len; ++j) acc += s[j];
+  for (int l = 0; l < L; ++l) acc += lane[l];
+  return acc;
+}
+
+// Reduce `in` (any shape) onto `kd` (same rank, 1 on folded axes): sum or mean. Neighbouring
+// axes that are both folded or both kept merge first, so that a convolution's bias gradient
+// [N,C,H,W] -> [1,C,1,1] sums rows of H*W rather than of W. The output elements are shared
+// out on the OpenMP team that runs oneDNN's primitives (see ops/optim.cpp), and each element
+// sums its inputs in one fixed order: results do not depend on the thread count.
 template <class T>
 class ReduceRef : public Kernel {
  public:
   ReduceRef(const Dims& in, const Dims& kd, bool mean)
-      : map_(kd, in), n_in_(numel(in)), n_out_(numel(kd)), mean_(mean) {}
+      : n_in_(numel(in)), n_out_(numel(kd)), mean_(mean) {
+    std::vector<std::pair<int64_t, bool>> axes;  // merged: length, folded
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (in[i] == 1) continue;
+      const bool folded = kd[i] != in[i];
+      if (!axes.empty() && axes.back().second == folded)
+        axes.back().first *= in[i];
+      else
+        axes.push_back({in[i], folded});
+    }
+    if (!axes.empty()) {
+      len_ = axes.back().first;
+      folded_last_ = axes.back().second;
+      axes.pop_back();
+    }
+    int64_t stride = len_;
+    for (int a = int(axes.size()) - 1; a >= 0; --a) {
+      (axes[a].second ? folded_ : kept_).add(axes[a].first, stride);
+      stride *= axes[a].first;
+    }
+    // add() appended innermost first; the walks want the outermost first.
+    for (AxisWalk* w : {&kept_, &folded_}) {
+      std::reverse(w->len.begin(), w->len.end());
+      std::reverse(w->stride.begin(), w->stride.end());
+    }
+  }
   void run(const KernelArgs& a) override {
     const T* x = in_ptr<T>(a, 0);
     T* y = out_ptr<T>(a, 0);
-    std::fill(y, y + n_out_, T(0));
-    map_.rows([&](int64_t row, int64_t src, int64_t step, int64_t len) {
-      T* dst = y + src;
-      const T* s = x + row;
-      if (step == 0) {  // independent lanes, so the compiler may vectorize without reassociating
-        constexpr int L = 16;
-        T lane[L] = {};
-        int64_t j = 0;
-        for (; j + L <= len; j += L)
-          for (int l = 0; l < L; ++l) lane[l] += s[j + l];
+    const T scale = mean_ ? T(double(n_out_) / double(n_in_)) : T(1);
+    const int64_t len = len_;
+    const bool parallel = n_in_ >= (int64_t(1) << 15);
+    if (folded_last_) {  // each output element sums rows of `len`
+#pragma omp parallel for schedule(static) if (parallel && n_out_ > 1)
+      for (int64_t o = 0; o < n_out_; ++o) {
+        const T* base = x + kept_.offset(o);
         T acc = 0;
-        for (; j < len; ++j) acc += s[j];
-        for (int l = 0; l < L; ++l) acc += lane[l];
-        *dst += acc;
-      } else {
-        for (int64_t j = 0; j < len; ++j) dst[j] += s[j];
+        folded_.each([&](int64_t f) { acc += row_sum(base + f, len); });
+        y[o] = mean_ ? acc * scale : acc;
       }
-    });
-    if (mean_) {
-      T k = T(double(n_out_) / double(n_in_));
-      for (int64_t i = 0; i < n_out_; ++i) y[i] *= k;
+      return;
+    }
+    // The last axis is kept: blocks of `len` output elements add whole rows.
+    constexpr int64_t kBlock = 512;
+    const int64_t blocks = (len + kBlock - 1) / kBlock, groups = kept_.count;
+#pragma omp parallel for schedule(static) if (parallel && groups * blocks > 1)
+    for (int64_t t = 0; t < groups * blocks; ++t) {
+      const int64_t g = t / blocks, j0 = t % blocks * kBlock, j1 = std::min(len, j0 + kBlock);
+      T* dst = y + g * len;
+      std::fill(dst + j0, dst + j1, T(0));
+      const T* base = x + kept_.offset(g);
+      folded_.each([&](int64_t f) {
+        const T* s = base + f;
+        for (int64_t j = j0; j < j1; ++j) dst[j] += s[j];
+      });
+      if (mean_)
+        for (int64_t j = j0; j < j1; ++j) dst[j] *= scale;
     }
   }
 
  private:
-  Broadcast map_;
+  AxisWalk kept_, folded_;  // the merged axes before the last
+  int64_t len_ = 1;         // the last merged axis
+  bool folded_last_ = false;
   int64_t n_in_, n_out_;
   bool mean_;
 };

@@ -183,7 +183,11 @@ TEST_CASE("--precision bf16: every matrix product and convolution within bf16's 
       {"linear", {{8, 50}, {6, 50}, {6}}, json::object()},
       {"conv2d", {{2, 3, 8, 8}, {4, 3, 3, 3}, {4}}, pad1},
       {"conv_transpose2d", {{2, 4, 4, 4}, {4, 3, 4, 4}}, {{"stride", 2}, {"pad", 1}}},
+      {"conv_transpose2d", {{2, 4, 4, 4}, {4, 8, 4, 4}}, {{"stride", 2}, {"pad", 1}}},
+      // Into fewer than 8 channels backward data takes oneDNN's GEMM-based kernel, from 8 on
+      // its direct one (ops/conv.cpp): both are checked.
       {"conv2d_backward_data", {{2, 4, 5, 5}, {4, 3, 3, 3}, {2, 3, 5, 5}}, pad1},
+      {"conv2d_backward_data", {{2, 4, 5, 5}, {4, 8, 3, 3}, {2, 8, 5, 5}}, pad1},
       {"conv2d_backward_weights", {{2, 3, 5, 5}, {2, 4, 5, 5}, {4, 3, 3, 3}}, pad1}};
   for (const Case& c : cases) {
     INFO(c.op, " ", c.attrs.dump());

@@ -5,6 +5,7 @@
 // meets them, in whatever order the cases run.
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -15,6 +16,7 @@
 #include "runtime/autodiff.h"
 #include "runtime/gradcheck.h"
 #include "runtime/kernels.h"
+#include "runtime/threading.h"
 
 using namespace weft;
 
@@ -152,5 +154,53 @@ TEST_CASE("weft ops lists every op defined under ops/") {
   for (auto& name : defined) {
     CHECK_MESSAGE(Registry::get().find(name) != nullptr, name);
     CHECK_MESSAGE(listed.count(name), name, " is missing from weft ops");
+  }
+}
+
+TEST_CASE("sum_to_like over any axes equals a sum in f64, with the same bits on 1 and 2 threads") {
+  // Large enough for the parallel paths: a convolution's bias gradient, a linear layer's, a
+  // mean over the middle axis, and folded and kept axes mixed.
+  struct Case {
+    Dims in, like;
+    bool mean;
+  };
+  const Case cases[] = {
+      {{16, 24, 15, 17}, {1, 24, 1, 1}, false}, {{257, 300}, {1, 300}, false},
+      {{64, 1100, 3}, {64, 1, 3}, true},        {{6, 5, 7, 9, 11}, {1, 5, 1, 9, 1}, false},
+      {{9, 4, 1, 1000}, {9, 1, 1, 1}, true},    {{3, 40000}, {1, 1}, false}};
+  const OpDef* def = Registry::get().find("sum_to_like");
+  REQUIRE(def);
+  const KernelEntry* entry = nullptr;
+  for (auto& e : def->kernel_list)
+    if (e.device_kind == 0 && e.dtype == DType::f32) entry = &e;
+  REQUIRE(entry);
+  for (const Case& c : cases) {
+    INFO(json(c.in).dump() << " -> " << json(c.like).dump() << (c.mean ? " mean" : ""));
+    Tensor x(DType::f32, c.in), like(DType::f32, c.like);
+    for (int64_t i = 0; i < x.numel(); ++i) x.set(i, std::sin(0.1 * double(i)) + 0.25);
+    // The f64 sum written out: every input element added to the output it folds onto.
+    std::vector<double> want(size_t(like.numel()), 0.0);
+    std::vector<int64_t> pos(c.in.size(), 0);
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      int64_t o = 0;
+      for (size_t a = 0; a < c.in.size(); ++a) o = o * c.like[a] + (c.like[a] == 1 ? 0 : pos[a]);
+      want[size_t(o)] += x.at(i);
+      for (int a = int(c.in.size()) - 1; a >= 0 && ++pos[a] == c.in[a]; --a) pos[a] = 0;
+    }
+    const double scale = c.mean ? double(like.numel()) / double(x.numel()) : 1.0;
+    KernelInfo info{"s", {{"mean", c.mean}}, {c.in, c.like}, {c.like}};
+    std::string why;
+    auto k = entry->make(info, why);
+    REQUIRE(k);
+    std::vector<Tensor> outs;
+    for (int threads : {1, 2}) {
+      apply_threads({threads, false});
+      Tensor y(DType::f32, c.like);
+      k->run({{&x, &like}, {&y}});
+      outs.push_back(std::move(y));
+    }
+    for (int64_t o = 0; o < like.numel(); ++o)
+      CHECK(outs[0].at(o) == doctest::Approx(want[size_t(o)] * scale).epsilon(1e-5));
+    CHECK(std::memcmp(outs[0].data<float>(), outs[1].data<float>(), size_t(like.numel()) * 4) == 0);
   }
 }
