@@ -290,10 +290,13 @@ void scale_pixels(const Dataset& d, const std::vector<int64_t>& idx, T* out, dou
                   double scale) {
   T table[256];
   for (int v = 0; v < 256; ++v) table[v] = T(low + scale * v);
-  const int64_t per = d.rows * d.cols;
-  for (size_t i = 0; i < idx.size(); ++i) {
-    const uint8_t* src = d.images.data() + idx[i] * per;
-    T* dst = out + int64_t(i) * per;
+  const int64_t per = d.rows * d.cols, n = int64_t(idx.size());
+  // The images lie anywhere in the dataset, so the walk mostly waits for memory: two
+  // threads keep twice as many loads in flight.
+#pragma omp parallel for schedule(static) if (n * per >= 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* src = d.images.data() + idx[size_t(i)] * per;
+    T* dst = out + i * per;
     for (int64_t k = 0; k < per; ++k) dst[k] = table[src[k]];
   }
 }

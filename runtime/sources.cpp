@@ -25,14 +25,16 @@ void fill_points_source(Tensor& t, const SourceFill& f) { fill_points(*f.data, *
 
 void draw_noise(bool normal, Tensor& t, double a, double b, uint64_t key, uint64_t offset) {
   // Element i is a function of (key, i) alone: a counter-based stream, so a value depends
-  // only on (seed, step, phase, input, i).
+  // only on (seed, step, phase, input, i), and the elements are shared out on the OpenMP
+  // team that runs oneDNN's primitives (a normal costs a log, a square root and a cosine:
+  // dcgan's two 64 x 100 draws per step took 0.4 ms on one thread).
   auto fill = [&](auto* p) {
     using T = std::remove_pointer_t<decltype(p)>;
     const int64_t n = t.numel();
-    if (normal)
-      for (int64_t i = 0; i < n; ++i) p[i] = T(a + b * normal01(key, offset + uint64_t(i)));
-    else
-      for (int64_t i = 0; i < n; ++i) p[i] = T(a + (b - a) * uniform01(key, offset + uint64_t(i)));
+#pragma omp parallel for schedule(static) if (n >= 2048)
+    for (int64_t i = 0; i < n; ++i)
+      p[i] = normal ? T(a + b * normal01(key, offset + uint64_t(i)))
+                    : T(a + (b - a) * uniform01(key, offset + uint64_t(i)));
   };
   if (t.dtype() == DType::f32)
     fill(t.data<float>());

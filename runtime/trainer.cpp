@@ -378,13 +378,19 @@ std::vector<double> Session::train_step(StepTimes* times) {
     for (auto& [li, t] : ph.logs) wanted.push_back({&ph.bound.plan->target(t), &logged[li]});
     wanted.push_back({&ph.opt->sum_of_squares(), &norms[pi]});
   }
-  std::vector<Tensor> host;
+  // On the CPU they are read where they are; a device's are copied back together.
+  std::vector<std::pair<Tensor, double*>> copies;
+  copies.reserve(wanted.size());  // the copies are in flight: their tensors must not move
   for (auto& [t, into] : wanted) {
-    host.emplace_back(t->dtype(), t->shape());
-    download_async(*t, host.back());
+    if (t->device().kind == 0) {
+      *into = t->at(0);
+      continue;
+    }
+    copies.emplace_back(Tensor(t->dtype(), t->shape()), into);
+    download_async(*t, copies.back().first);
   }
-  sync_device(opt.device);
-  for (size_t i = 0; i < wanted.size(); ++i) *wanted[i].second = host[i].at(0);
+  if (!copies.empty()) sync_device(opt.device);
+  for (auto& [h, into] : copies) *into = h.at(0);
   for (double& n : norms) n = std::sqrt(n);  // NaN stays NaN
   losses.insert(losses.end(), logged.begin(), logged.end());
   losses.insert(losses.end(), norms.begin(), norms.end());
@@ -696,9 +702,10 @@ constexpr double kDivergence = 1e6;
 // folder, the metrics, the grids and the checkpoints. Its collectives come in rank 0's
 // order: the session's, rank 0's state after a resume, then per step the stop vote and the
 // phases' averages.
-static std::unique_ptr<Session> train_as_worker(const Model& m, const SessionOptions& so) {
-  auto s = std::make_unique<Session>(m, so);
-  s->take_state_of_rank0();
+static std::unique_ptr<Session> train_as_worker(const Model& m, const SessionOptions& so,
+                                                bool resume) {
+  auto s = std::make_unique<Session>(m, so);  // takes rank 0's initial state
+  if (resume) s->take_state_of_rank0();
   StopSignals stop;
   while (s->step < m.train.steps && !on_any_rank(stop.received())) s->train_step();
   s->stopped_by = stop.received();
@@ -710,7 +717,7 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   if (m.train.phases.empty())  // before anything is written
     throw Error(m.file, "/train",
                 "the graph has no \"train\" section with phases: nothing to train");
-  if (!ranks().root()) return train_as_worker(m, so);
+  if (!ranks().root()) return train_as_worker(m, so, to.resume);
   RunFolder folder(to.out_dir, to.resume      ? RunFolder::Mode::resume
                                : to.overwrite ? RunFolder::Mode::overwrite
                                               : RunFolder::Mode::fresh);
@@ -729,8 +736,10 @@ std::unique_ptr<Session> run_training(const Model& m, const SessionOptions& so,
   }
   if (m.outputs.count("samples"))  // its plan and the test split it may read, now
     s->evaluate("samples", kGridSamples, "test", 0);
-  if (to.resume) s->load_checkpoint(ckpt);
-  s->take_state_of_rank0();  // the other ranks continue from what rank 0 loaded
+  if (to.resume) {
+    s->load_checkpoint(ckpt);
+    s->take_state_of_rank0();  // the other ranks continue from what rank 0 loaded
+  }
   const int64_t steps = m.train.steps, log_every = m.train.log_every,
                 sample_every = m.train.sample_every, ckpt_every = m.train.checkpoint_every;
 

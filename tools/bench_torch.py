@@ -2,7 +2,7 @@
 """Training throughput of weft against PyTorch on the same model, data, batch and threads.
 
     tools/bench_torch.py [--threads 2] [--rounds 5] [--steps N] [--warmup 5] [--batch B]
-                         [--markdown] [MODEL ...]
+                         [--precision f32|bf16|both] [--markdown] [MODEL ...]
 
 MODEL is dcgan, mlp_gan or sparse_ae (default: all three). Needs Debian's python3-torch,
 libopenblas0-openmp and libopenblas0-pthread, and build/weft.
@@ -19,8 +19,9 @@ OpenBLAS for its build, core type and thread count and torch for its threads and
 capability; a configuration that did not take effect is refused and reports no number.
 
 Then weft and PyTorch (in its chosen configuration) run alternately, each in its own
-process, --rounds times per model; the report gives the median samples/s of each, the
-median of the per-round ratios weft / PyTorch and each one's peak memory (max RSS).
+process, --rounds times per model (with --precision both, weft in f32 and in bf16 and
+PyTorch each round, in rotating order); the report gives the median samples/s of each, the
+median and range of the per-round ratios weft / PyTorch and each one's peak memory (max RSS).
 """
 import argparse
 import ctypes
@@ -334,6 +335,8 @@ def main():
     ap.add_argument("--mkldnn", default="1,0", help="torch.backends.mkldnn.enabled settings to try")
     ap.add_argument("--aten", help="ATEN_CPU_CAPABILITY settings to try (default: default,avx512 on AVX-512, "
                                    "else default)")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16", "both"],
+                    help="weft's --precision; both runs f32 and bf16 in every round against the same PyTorch")
     ap.add_argument("--weft", default=os.path.join(ROOT, "build", "weft"))
     ap.add_argument("--torch-child", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
@@ -352,6 +355,7 @@ def main():
         if not os.path.isdir(os.path.join(LIBDIR, "openblas-" + v)):
             sys.exit(f"{LIBDIR}/openblas-{v} is missing: apt-get install libopenblas0-{v}")
 
+    precisions = ["f32", "bf16"] if args.precision == "both" else [args.precision]
     cpu, ident, isa, has_avx512 = cpu_info()
     forced = args.cores.split(",") if args.cores else (["SkylakeX", "Haswell"] if has_avx512 else ["Haswell"])
     forced = [c for c in forced if c and c != "auto"]
@@ -369,20 +373,24 @@ def main():
         chosen = full_name(cfg, mkldnn, seen)
         print(f"  PyTorch's fastest: {chosen}")
         env_weft = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        weft_cmd = [args.weft, "bench", os.path.join(ROOT, "graphs", name + ".json"), "--threads", str(args.threads),
-                    "--steps", str(steps), "--warmup", str(args.warmup), "--batch", str(batch)]
-        w_rates, t_rates, ratios, w_floor, w_mem, t_mem = [], [], [], [], 0.0, 0.0
+        weft_cmd = lambda p: [args.weft, "bench", os.path.join(ROOT, "graphs", name + ".json"), "--threads",
+                              str(args.threads), "--steps", str(steps), "--warmup", str(args.warmup), "--batch",
+                              str(batch), "--precision", p]
+        runners = precisions + ["torch"]
+        w_rates, ratios, w_floor = ({p: [] for p in precisions} for _ in range(3))
+        t_rates, w_mem, t_mem = [], {p: 0.0 for p in precisions}, 0.0
         for r in range(args.rounds):
-            order = ("weft", "torch") if r % 2 == 0 else ("torch", "weft")  # neither always goes first
+            k = r % len(runners)
+            order = runners[k:] + runners[:k]  # none always goes first
             got = {}
             for who in order:
-                if who == "weft":
-                    rc, out, mem = measure(weft_cmd, env_weft)
+                if who != "torch":
+                    rc, out, mem = measure(weft_cmd(who), env_weft)
                     if rc != 0:
-                        sys.exit(f"failed ({rc}): {' '.join(weft_cmd)}\n{out}")
-                    got["weft"] = rate(out)
-                    w_floor.append(floor_share(out))
-                    w_mem = max(w_mem, mem)
+                        sys.exit(f"failed ({rc}): {' '.join(weft_cmd(who))}\n{out}")
+                    got[who] = rate(out)
+                    w_floor[who].append(floor_share(out))
+                    w_mem[who] = max(w_mem[who], mem)
                 else:
                     key = json.dumps([cfg, mkldnn])
                     res, out, mem = run_torch(args, name, batch, cfg, mkldnn, steps, 1, info=key not in infos_shown)
@@ -398,30 +406,36 @@ def main():
                     torch_version = res["torch"]
                     got["torch"] = res["rates"][mkldnn][0]
                     t_mem = max(t_mem, mem)
-            w_rates.append(got["weft"])
             t_rates.append(got["torch"])
-            ratios.append(got["weft"] / got["torch"])
-            print(f"  round {r + 1}: weft {got['weft']:>9,.0f}  torch {got['torch']:>9,.0f} samples/s"
-                  f"  ratio {ratios[-1]:.2f}")
-        row = (name, batch, statistics.median(w_rates), statistics.median(t_rates), statistics.median(ratios),
-               w_mem, t_mem, chosen, statistics.median(w_floor))
-        summary.append(row)
-        print(f"  median: weft {row[2]:,.0f}, torch {row[3]:,.0f} samples/s, ratio {row[4]:.2f} "
-              f"(rounds {min(ratios):.2f}-{max(ratios):.2f}); weft at {row[8]:.0f}% of its floor; "
-              f"peak memory weft {w_mem:.0f} MiB, torch {t_mem:.0f} MiB")
+            line = f"  round {r + 1}: torch {got['torch']:>9,.0f}"
+            for p in precisions:
+                w_rates[p].append(got[p])
+                ratios[p].append(got[p] / got["torch"])
+                line += f"  weft {p} {got[p]:>9,.0f} (ratio {ratios[p][-1]:.2f})"
+            print(line + " samples/s")
+        for p in precisions:
+            row = (name, batch, p, statistics.median(w_rates[p]), statistics.median(t_rates),
+                   statistics.median(ratios[p]), min(ratios[p]), max(ratios[p]), w_mem[p], t_mem, chosen,
+                   statistics.median(w_floor[p]))
+            summary.append(row)
+            print(f"  median, weft {p}: weft {row[3]:,.0f}, torch {row[4]:,.0f} samples/s, ratio {row[5]:.2f} "
+                  f"(rounds {row[6]:.2f}-{row[7]:.2f}); weft at {row[11]:.0f}% of its floor; "
+                  f"peak memory weft {row[8]:.0f} MiB, torch {t_mem:.0f} MiB")
 
     print(f"\n{cpu} ({ident}), {isa}; torch {torch_version}; {args.threads} threads; "
           f"medians of {args.rounds} alternating rounds")
-    print(f"{'model':<10} {'batch':>5} {'weft/s':>9} {'torch/s':>9} {'ratio':>6} {'floor':>6} {'weft MiB':>9}"
-          f" {'torch MiB':>9}  PyTorch configuration")
-    for name, batch, w, t, ratio, wm, tm, chosen, fl in summary:
-        print(f"{name:<10} {batch:>5} {w:>9,.0f} {t:>9,.0f} {ratio:>6.2f} {fl:>5.0f}% {wm:>9.0f} {tm:>9.0f}  {chosen}")
+    print(f"{'model':<10} {'batch':>5} {'weft':>5} {'weft/s':>9} {'torch/s':>9} {'ratio':>6} {'rounds':>10} {'floor':>6}"
+          f" {'weft MiB':>9} {'torch MiB':>9}  PyTorch configuration")
+    for name, batch, p, w, t, ratio, lo, hi, wm, tm, chosen, fl in summary:
+        print(f"{name:<10} {batch:>5} {p:>5} {w:>9,.0f} {t:>9,.0f} {ratio:>6.2f} {lo:>4.2f}-{hi:<4.2f} {fl:>5.0f}%"
+              f" {wm:>9.0f} {tm:>9.0f}  {chosen}")
     if args.markdown:
-        print("\n| model | batch | weft samples/s | PyTorch samples/s | weft / PyTorch | weft's share of its floor "
-              "| peak memory weft / PyTorch | PyTorch configuration |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
-        for name, batch, w, t, ratio, wm, tm, chosen, fl in summary:
-            print(f"| {name} | {batch} | {w:,.0f} | {t:,.0f} | {ratio:.2f} | {fl:.0f}% | {wm:.0f} / {tm:.0f} MiB "
-                  f"| {chosen} |")
+        print("\n| model | batch | weft precision | weft samples/s | PyTorch samples/s | weft / PyTorch (rounds) "
+              "| weft's share of its floor | peak memory weft / PyTorch | PyTorch configuration |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for name, batch, p, w, t, ratio, lo, hi, wm, tm, chosen, fl in summary:
+            print(f"| {name} | {batch} | {p} | {w:,.0f} | {t:,.0f} | **{ratio:.2f}** ({lo:.2f}-{hi:.2f}) | {fl:.0f}% "
+                  f"| {wm:.0f} / {tm:.0f} MiB | {chosen} |")
 
 
 if __name__ == "__main__":
