@@ -27,7 +27,8 @@ Dims keepdims_of(const Dims& in, const json& axes) {
 }
 
 // Positions along some axes of a tensor, in row-major order: their count, the offset of the
-// i-th, and a walk over all of them without a division per position.
+// i-th, and a walk over all of them without a division per position (its odometer `pos` is
+// the caller's, so that a kernel allocates it once per thread rather than once per walk).
 struct AxisWalk {
   std::vector<int64_t> len, stride;
   int64_t count = 1;
@@ -46,8 +47,8 @@ struct AxisWalk {
     return off;
   }
   template <class F>
-  void each(F f) const {
-    std::vector<int64_t> pos(len.size(), 0);
+  void each(std::vector<int64_t>& pos, F f) const {
+    pos.assign(len.size(), 0);
     int64_t off = 0;
     for (int64_t i = 0; i < count; ++i) {
       f(off);
@@ -118,30 +119,38 @@ class ReduceRef : public Kernel {
     const int64_t len = len_;
     const bool parallel = n_in_ >= (int64_t(1) << 15);
     if (folded_last_) {  // each output element sums rows of `len`
-#pragma omp parallel for schedule(static) if (parallel && n_out_ > 1)
-      for (int64_t o = 0; o < n_out_; ++o) {
-        const T* base = x + kept_.offset(o);
-        T acc = 0;
-        folded_.each([&](int64_t f) { acc += row_sum(base + f, len); });
-        y[o] = mean_ ? acc * scale : acc;
+#pragma omp parallel if (parallel && n_out_ > 1)
+      {
+        std::vector<int64_t> pos;
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < n_out_; ++o) {
+          const T* base = x + kept_.offset(o);
+          T acc = 0;
+          folded_.each(pos, [&](int64_t f) { acc += row_sum(base + f, len); });
+          y[o] = mean_ ? acc * scale : acc;
+        }
       }
       return;
     }
     // The last axis is kept: blocks of `len` output elements add whole rows.
     constexpr int64_t kBlock = 512;
     const int64_t blocks = (len + kBlock - 1) / kBlock, groups = kept_.count;
-#pragma omp parallel for schedule(static) if (parallel && groups * blocks > 1)
-    for (int64_t t = 0; t < groups * blocks; ++t) {
-      const int64_t g = t / blocks, j0 = t % blocks * kBlock, j1 = std::min(len, j0 + kBlock);
-      T* dst = y + g * len;
-      std::fill(dst + j0, dst + j1, T(0));
-      const T* base = x + kept_.offset(g);
-      folded_.each([&](int64_t f) {
-        const T* s = base + f;
-        for (int64_t j = j0; j < j1; ++j) dst[j] += s[j];
-      });
-      if (mean_)
-        for (int64_t j = j0; j < j1; ++j) dst[j] *= scale;
+#pragma omp parallel if (parallel && groups * blocks > 1)
+    {
+      std::vector<int64_t> pos;
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < groups * blocks; ++t) {
+        const int64_t g = t / blocks, j0 = t % blocks * kBlock, j1 = std::min(len, j0 + kBlock);
+        T* dst = y + g * len;
+        std::fill(dst + j0, dst + j1, T(0));
+        const T* base = x + kept_.offset(g);
+        folded_.each(pos, [&](int64_t f) {
+          const T* s = base + f;
+          for (int64_t j = j0; j < j1; ++j) dst[j] += s[j];
+        });
+        if (mean_)
+          for (int64_t j = j0; j < j1; ++j) dst[j] *= scale;
+      }
     }
   }
 
